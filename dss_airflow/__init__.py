@@ -1,0 +1,82 @@
+"""dss_airflow: Dataiku DSS-style containerized execution for Apache Airflow 3.
+
+``import dss_airflow`` stays cheap (no Airflow, Docker or Kubernetes import): public names are loaded on
+first use (PEP 562), so the scheduler parsing DAGs pays only for what a DAG uses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY_IMPORTS = {
+    "DSSContainerRecipeOperator": "dss_airflow.operators.recipe",
+    "DSSAirflowError": "dss_airflow.errors",
+    "ConfigError": "dss_airflow.errors",
+    "Catalog": "dss_airflow.config.loader",
+    "get_catalog": "dss_airflow.config.loader",
+    "load_catalog": "dss_airflow.config.loader",
+    "execution_config_choices": "dss_airflow.dag_helpers",
+}
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog, get_catalog, load_catalog
+    from dss_airflow.dag_helpers import execution_config_choices
+    from dss_airflow.errors import ConfigError, DSSAirflowError
+    from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+
+__all__ = [*_LAZY_IMPORTS, "get_provider_info", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY_IMPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dss_airflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Airflow provider metadata (entry point ``apache_airflow_provider``)."""
+    return {
+        "package-name": "dss-airflow",
+        "name": "Dataiku DSS-style containerized execution",
+        "description": "Execution configs, code-env images and containerized recipes for Airflow.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "DSS containerized execution",
+                "external-doc-url": "https://github.com/dss-airflow/dss-airflow",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {"integration-name": "DSS containerized execution", "python-modules": ["dss_airflow.operators.recipe"]}
+        ],
+        "plugins": [{"name": "dss_airflow", "plugin-class": "dss_airflow.plugin.DSSAirflowPlugin"}],
+        "config": {
+            "dss_airflow": {
+                "description": "dss_airflow settings.",
+                "options": {
+                    "config_dir": {
+                        "description": "Directory of the YAML config (execution configs, code envs, ...). "
+                        "The DSS_AIRFLOW_CONFIG environment variable wins over it.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/dss_config",
+                        "default": None,
+                    },
+                    "cache_dir": {
+                        "description": "Where local virtualenvs are cached (default ~/.cache/dss-airflow).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/dss-airflow",
+                        "default": None,
+                    },
+                },
+            }
+        },
+    }

@@ -1,0 +1,1 @@
+"""Backends turn a ContainerSpec into a run: local (venv subprocess), docker, kubernetes."""

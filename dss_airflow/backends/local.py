@@ -1,0 +1,133 @@
+"""Local backend: the task runs as a subprocess of the worker, in a virtualenv built from its code env.
+
+This is the embedded default for machines with no container engine. Virtualenvs are built with uv and
+cached by a hash of (python version, package list), so a second task on the same env starts at once; a
+lock makes concurrent tasks wait for one build instead of racing, and a ready marker means an interrupted
+build is redone rather than used half-installed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from dss_airflow.errors import DSSAirflowError, ExecutionError
+from dss_airflow.spec import ContainerSpec
+
+log = logging.getLogger(__name__)
+
+READY_MARKER = ".dss-ready"
+#: Worker variables a recipe legitimately needs; everything else (Airflow's own secrets) stays out.
+PASSED_THROUGH = (
+    "PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "HOME", "USER",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+)  # fmt: skip
+LOG_TAIL = 50
+
+
+class EnvBuildError(DSSAirflowError):
+    """uv could not create or populate a code env's virtualenv."""
+
+
+def env_key(python: str, requirements: Sequence[str]) -> str:
+    """Identity of a local env: the same python and package list share one virtualenv."""
+    payload = json.dumps({"python": python, "requirements": sorted(requirements)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _uv() -> str:
+    from uv import find_uv_bin
+
+    return str(find_uv_bin())
+
+
+def _run_uv(args: list[str], what: str) -> None:
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", "UV_NO_PROGRESS": "1"}
+    completed = subprocess.run([_uv(), *args], capture_output=True, text=True, env=env, check=False)
+    for line in (completed.stdout + completed.stderr).splitlines():
+        log.info("uv: %s", line)
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-20:])
+        raise EnvBuildError(f"{what} failed (uv exit code {completed.returncode}):\n{tail}")
+
+
+def ensure_venv(env_name: str, python: str, requirements: Sequence[str], cache_root: Path) -> Path:
+    """The python executable of the env's virtualenv, building it once per (python, packages)."""
+    venvs = cache_root / "venvs"
+    venvs.mkdir(parents=True, exist_ok=True)
+    key = env_key(python, requirements)
+    target = venvs / f"{env_name}-{key}"
+    executable = target / "bin" / "python"
+    with open(venvs / f"{env_name}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / READY_MARKER).is_file():
+            return executable
+        if target.exists():
+            log.warning("Removing incomplete virtualenv %s (an earlier build was interrupted)", target)
+            shutil.rmtree(target)
+        log.info("Building local env %r (python %s, %d packages) in %s", env_name, python, len(requirements), target)
+        _run_uv(["venv", "--python", python, "--quiet", str(target)], f"creating the virtualenv of {env_name!r}")
+        if requirements:
+            requirements_file = target / "requirements.txt"
+            requirements_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")
+            _run_uv(
+                ["pip", "install", "--python", str(executable), "-r", str(requirements_file)],
+                f"installing the packages of code env {env_name!r}",
+            )
+        (target / READY_MARKER).write_text(json.dumps({"requirements": list(requirements)}), encoding="utf-8")
+    return executable
+
+
+class LocalBackend:
+    """Runs a host-layout :class:`ContainerSpec` as a subprocess, streaming its output to the task log."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.log = logger or log
+        self._process: subprocess.Popen[str] | None = None
+
+    def run(self, spec: ContainerSpec) -> None:
+        env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
+        env.update(spec.env)
+        self.log.info("Running locally: %s", " ".join(spec.command))
+        tail: deque[str] = deque(maxlen=LOG_TAIL)
+        self._process = subprocess.Popen(
+            list(spec.command),
+            cwd=spec.workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own process group, so on_kill stops the recipe's children too
+        )
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            self.log.info("%s", line)
+        code = self._process.wait()
+        if code != 0:
+            raise ExecutionError(f"recipe process exited with code {code}", logs=list(tail), exit_code=code)
+
+    def kill(self) -> None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        self.log.info("Stopping local recipe process group %d", process.pid)
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -1,0 +1,16 @@
+"""Config layer: typed models of the admin's YAML, the loader and the task > project > global resolution."""
+
+from __future__ import annotations
+
+from dss_airflow.config.loader import Catalog, InvalidConfigError, get_catalog, load_catalog
+from dss_airflow.config.resolve import ResolvedExecution, resolve_execution, resolve_recipe_path
+
+__all__ = [
+    "Catalog",
+    "InvalidConfigError",
+    "ResolvedExecution",
+    "get_catalog",
+    "load_catalog",
+    "resolve_execution",
+    "resolve_recipe_path",
+]

@@ -1,0 +1,420 @@
+"""Load a config directory of YAML files into a validated :class:`Catalog`.
+
+Every ``*.yaml``/``*.yml`` file below the directory is a mapping of sections (``execution_configs``,
+``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``defaults``); a section may be split
+over several files, but a name may be defined once. All problems are collected and reported together, each
+with its file, line and field path. Loading is cached per process by the directory's fingerprint, so DAG
+files that validate names at parse time pay for it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from dss_airflow.config.models import (
+    EXECUTION_CONFIG_TYPES,
+    INHERIT,
+    LOCAL,
+    NAME_PATTERN,
+    NONE_ALIASES,
+    BaseImage,
+    CodeEnv,
+    Defaults,
+    DockerExecutionConfig,
+    ExecutionConfig,
+    KubernetesExecutionConfig,
+    LocalExecutionConfig,
+    ManagedFolder,
+    Project,
+)
+from dss_airflow.config.requirements import read_requirements_file
+from dss_airflow.errors import ConfigError, DSSAirflowError, UnknownNameError, closest_name
+
+SECTIONS: dict[str, type[BaseModel] | None] = {
+    "execution_configs": None,  # chosen by each entry's `type`
+    "code_envs": CodeEnv,
+    "base_images": BaseImage,
+    "managed_folders": ManagedFolder,
+    "projects": Project,
+    "defaults": Defaults,
+}
+SECTION_KINDS = {
+    "execution_configs": "execution config",
+    "code_envs": "code env",
+    "base_images": "base image",
+    "managed_folders": "managed folder",
+    "projects": "project",
+}
+#: Always available, so that a machine with no config and no container engine can still run recipes.
+BUILTIN_LOCAL = LocalExecutionConfig(type="local", description="Built-in: a virtualenv on the worker")
+
+Location = tuple[str, int | None]
+
+
+class InvalidConfigError(ConfigError):
+    """Several problems found in one config directory; ``errors`` lists them one by one."""
+
+    def __init__(self, config_dir: Path, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        self.config_dir = config_dir
+        lines = "\n".join(f"  - {error}" for error in errors)
+        DSSAirflowError.__init__(self, f"{len(errors)} problem(s) in config directory {config_dir}:\n{lines}")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Everything the admin configured, validated, with where each item was defined."""
+
+    config_dir: Path
+    execution_configs: Mapping[str, ExecutionConfig]
+    code_envs: Mapping[str, CodeEnv]
+    base_images: Mapping[str, BaseImage]
+    managed_folders: Mapping[str, ManagedFolder]
+    projects: Mapping[str, Project]
+    defaults: Defaults
+    locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
+    fingerprint: str = ""
+
+    def where(self, *path: str) -> Location:
+        """(file, line) where a config item (or its nearest defined parent) was written."""
+        key = tuple(path)
+        while key:
+            if key in self.locations:
+                return self.locations[key]
+            key = key[:-1]
+        return (str(self.config_dir), None)
+
+    def lookup(self, section: str, name: str, *, field: str | None = None) -> Any:
+        """An item by name, or an UnknownNameError listing the names and suggesting the closest."""
+        items: Mapping[str, Any] = getattr(self, section)
+        if name not in items:
+            raise UnknownNameError(SECTION_KINDS[section], name, items, field=field)
+        return items[name]
+
+    @property
+    def data_dir(self) -> Path:
+        override = os.environ.get("DSS_AIRFLOW_DATA_DIR")
+        return _resolve_path(self.config_dir, override or self.defaults.data_dir)
+
+    def folder_path(self, name: str) -> Path:
+        """Host directory of a managed folder (local and docker backends)."""
+        folder: ManagedFolder = self.lookup("managed_folders", name)
+        if folder.path is None:
+            file, line = self.where("managed_folders", name)
+            raise ConfigError(
+                "this managed folder has no host path, so local and docker configs cannot mount it",
+                file=file,
+                line=line,
+                field=f"managed_folders.{name}.path",
+                fix="add a 'path' (a host directory) next to its 'pvc'",
+            )
+        return _resolve_path(self.data_dir, folder.path)
+
+    def project_root(self, name: str) -> Path:
+        project: Project = self.lookup("projects", name)
+        return _resolve_path(self.config_dir, project.root)
+
+    def requirements(self, env_name: str) -> list[str]:
+        """The env's full package list: inline packages then the requirements file's lines."""
+        env: CodeEnv = self.lookup("code_envs", env_name)
+        lines = list(env.packages)
+        if env.requirements_file:
+            lines += read_requirements_file(_resolve_path(self.config_dir, env.requirements_file))
+        return lines
+
+
+def _resolve_path(base: Path, value: str) -> Path:
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+# --------------------------------------------------------------------------------------------- YAML
+class _LineMap:
+    """Maps a key path inside one YAML file to the line where that key is written."""
+
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, ...], int] = {}
+        self.duplicates: list[tuple[tuple[str, ...], int]] = []
+
+    def walk(self, node: yaml.Node, path: tuple[str, ...] = ()) -> None:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*path, key)
+                if key in seen:
+                    self.duplicates.append((child, key_node.start_mark.line + 1))
+                seen.add(key)
+                self.lines[child] = key_node.start_mark.line + 1
+                self.walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = (*path, str(index))
+                self.lines[child] = item.start_mark.line + 1
+                self.walk(item, child)
+
+    def line(self, path: tuple[str, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+
+def _read_yaml(path: Path) -> tuple[Any, _LineMap]:
+    text = path.read_text(encoding="utf-8")
+    lines = _LineMap()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            file=path,
+            line=mark.line + 1 if mark else None,
+            fix="fix the YAML syntax (indentation, quotes, colons)",
+        ) from exc
+    if node is not None:
+        lines.walk(node)
+    return data, lines
+
+
+def _config_files(config_dir: Path) -> list[Path]:
+    return sorted(p for p in config_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+def fingerprint(config_dir: Path) -> str:
+    """Cheap change detector: names, sizes and mtimes of the YAML and requirements files."""
+    digest = hashlib.sha256()
+    if config_dir.is_dir():
+        for path in sorted(config_dir.rglob("*")):
+            if path.is_file() and path.suffix in (".yaml", ".yml", ".txt"):
+                stat = path.stat()
+                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------ loading
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+        self.locations: dict[tuple[str, ...], Location] = {}
+
+    def add(self, problem: str, *, file: Path | str, line: int | None, field: str, **kw: Any) -> None:
+        self.errors.append(ConfigError(problem, file=file, line=line, field=field, **kw))
+
+
+def _pydantic_errors(
+    exc: ValidationError, *, file: Path, lines: _LineMap, prefix: tuple[str, ...], raw: Any
+) -> Iterator[ConfigError]:
+    for error in exc.errors():
+        loc = tuple(str(part) for part in error["loc"])
+        ctx = error.get("ctx") or {}
+        if error["type"] == "unknown_key":
+            loc = (*loc, ctx["key"])
+            yield ConfigError(
+                f"unknown key {ctx['key']!r}",
+                file=file,
+                line=lines.line((*prefix, *loc)),
+                field=".".join((*prefix, *loc)),
+                fix="valid keys here: " + ", ".join(ctx["allowed"]),
+                suggestion=ctx.get("suggestion"),
+            )
+            continue
+        message = error["msg"].removeprefix("Value error, ")
+        value = _value_at(raw, loc)
+        yield ConfigError(
+            message,
+            file=file,
+            line=lines.line((*prefix, *loc)),
+            field=".".join((*prefix, *loc)),
+            value=value,
+            show_value=value is not None and not isinstance(value, dict | list),
+        )
+
+
+def _value_at(raw: Any, loc: tuple[str, ...]) -> Any:
+    for part in loc:
+        if isinstance(raw, dict) and part in raw:
+            raw = raw[part]
+        elif isinstance(raw, list) and part.isdigit() and int(part) < len(raw):
+            raw = raw[int(part)]
+        else:
+            return None
+    return raw
+
+
+def _validate_entry(
+    section: str, name: str, raw: Any, *, file: Path, lines: _LineMap, out: _Collector
+) -> BaseModel | None:
+    prefix = (section, name)
+    model: type[BaseModel] | None = SECTIONS[section]
+    if section == "execution_configs":
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        if kind not in EXECUTION_CONFIG_TYPES:
+            out.add(
+                "missing execution config type" if kind is None else f"unknown execution config type {kind!r}",
+                file=file,
+                line=lines.line((*prefix, "type")),
+                field=f"{section}.{name}.type",
+                fix="type is one of: " + ", ".join(EXECUTION_CONFIG_TYPES),
+                suggestion=closest_name(str(kind), EXECUTION_CONFIG_TYPES) if kind else None,
+            )
+            return None
+        model = EXECUTION_CONFIG_TYPES[kind]
+    assert model is not None
+    try:
+        return model.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        out.errors.extend(_pydantic_errors(exc, file=file, lines=lines, prefix=prefix, raw=raw))
+        return None
+
+
+def load_catalog(config_dir: Path | str) -> Catalog:
+    """Read and validate every YAML file of ``config_dir``; raise InvalidConfigError listing all problems.
+
+    A missing directory gives the built-in catalog (one ``local`` execution config), the embedded default.
+    """
+    config_dir = Path(config_dir).expanduser().resolve()
+    out = _Collector()
+    found: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS if section != "defaults"}
+    defaults = Defaults()
+    for path in _config_files(config_dir) if config_dir.is_dir() else []:
+        try:
+            data, lines = _read_yaml(path)
+        except ConfigError as exc:
+            out.errors.append(exc)
+            continue
+        for dup_path, dup_line in lines.duplicates:
+            out.add("key defined twice in the same mapping", file=path, line=dup_line, field=".".join(dup_path))
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            out.add("a config file must be a mapping of sections", file=path, line=1, field="(top level)",
+                    fix="start the file with a section such as 'execution_configs:'")
+            continue
+        for section, entries in data.items():
+            if section not in SECTIONS:
+                out.add(f"unknown section {section!r}", file=path, line=lines.line((str(section),)),
+                        field=str(section), fix="sections are: " + ", ".join(SECTIONS),
+                        suggestion=closest_name(str(section), SECTIONS))
+                continue
+            if section == "defaults":
+                out.locations[("defaults",)] = (str(path), lines.line(("defaults",)))
+                validated = _validate_entry_defaults(entries, file=path, lines=lines, out=out)
+                defaults = validated or defaults
+                continue
+            if not isinstance(entries, dict):
+                out.add("a section maps names to definitions", file=path, line=lines.line((section,)),
+                        field=section, fix=f"write '{section}:' then one indented '<name>:' per item")
+                continue
+            for name, raw in entries.items():
+                name = str(name)
+                line = lines.line((section, name))
+                if name in found[section]:
+                    first_file, first_line = out.locations[(section, name)]
+                    out.add(f"{SECTION_KINDS[section]} {name!r} is defined twice", file=path, line=line,
+                            field=f"{section}.{name}", fix=f"it is already defined at {first_file}:{first_line}")
+                    continue
+                if not NAME_PATTERN.match(name):
+                    out.add("invalid name", file=path, line=line, field=f"{section}.{name}", value=name,
+                            fix="names use lower-case letters, digits, '.', '_' and '-' (at most 63)")
+                    continue
+                out.locations[(section, name)] = (str(path), line)
+                entry = _validate_entry(section, name, raw, file=path, lines=lines, out=out)
+                if entry is not None:
+                    found[section][name] = entry
+    found["execution_configs"].setdefault(LOCAL, BUILTIN_LOCAL)
+    catalog = Catalog(
+        config_dir=config_dir,
+        defaults=defaults,
+        locations=out.locations,
+        fingerprint=fingerprint(config_dir),
+        **found,
+    )
+    if not out.errors:
+        _check_references(catalog, out)
+    if out.errors:
+        raise InvalidConfigError(config_dir, out.errors)
+    return catalog
+
+
+def _validate_entry_defaults(raw: Any, *, file: Path, lines: _LineMap, out: _Collector) -> Defaults | None:
+    try:
+        return Defaults.model_validate(raw or {})
+    except ValidationError as exc:
+        out.errors.extend(_pydantic_errors(exc, file=file, lines=lines, prefix=("defaults",), raw=raw))
+        return None
+
+
+def _check_references(catalog: Catalog, out: _Collector) -> None:
+    """Names that must exist elsewhere in the catalog, reported where they are written."""
+
+    def check(section: str, name: str | None, at: tuple[str, ...], *, allow: frozenset[str] = frozenset()) -> None:
+        if name is None or name in allow:
+            return
+        items: Mapping[str, Any] = getattr(catalog, section)
+        if name not in items:
+            file, line = catalog.where(*at[:2])
+            error = UnknownNameError(SECTION_KINDS[section], name, items, field=".".join(at), file=file, line=line)
+            out.errors.append(error)
+
+    selection_values = frozenset({INHERIT, *NONE_ALIASES})
+    for name, config in catalog.execution_configs.items():
+        if isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
+            check("base_images", config.base_image, ("execution_configs", name, "base_image"))
+    for name, env in catalog.code_envs.items():
+        if env.build_for != "all":
+            for index, target in enumerate(env.build_for):
+                check("execution_configs", target, ("code_envs", name, "build_for", str(index)))
+        if env.requirements_file:
+            path = _resolve_path(catalog.config_dir, env.requirements_file)
+            file, line = catalog.where("code_envs", name)
+            if not path.is_file():
+                out.add("requirements file not found", file=file, line=line,
+                        field=f"code_envs.{name}.requirements_file", value=str(path),
+                        fix="paths are relative to the config directory")
+            else:
+                try:
+                    read_requirements_file(path)
+                except ValueError as exc:
+                    out.add(f"{path}: {exc}", file=file, line=line, field=f"code_envs.{name}.requirements_file")
+    for name, project in catalog.projects.items():
+        check("execution_configs", project.default_execution_config,
+              ("projects", name, "default_execution_config"), allow=selection_values)
+        check("code_envs", project.default_code_env, ("projects", name, "default_code_env"))
+    check("execution_configs", catalog.defaults.execution_config, ("defaults", "execution_config"),
+          allow=frozenset(NONE_ALIASES))
+    check("code_envs", catalog.defaults.code_env, ("defaults", "code_env"))
+    check("projects", catalog.defaults.project, ("defaults", "project"))
+
+
+# ------------------------------------------------------------------------------------------ caching
+_CACHE: dict[Path, Catalog] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_catalog(config_dir: Path | str | None = None) -> Catalog:
+    """The catalog of ``config_dir`` (default: :func:`dss_airflow.settings.config_dir`), cached until it changes."""
+    from dss_airflow.settings import default_config_dir
+
+    path = Path(config_dir).expanduser().resolve() if config_dir else default_config_dir()
+    current = fingerprint(path)
+    with _CACHE_LOCK:
+        cached = _CACHE.get(path)
+        if cached is not None and cached.fingerprint == current:
+            return cached
+    catalog = load_catalog(path)
+    with _CACHE_LOCK:
+        _CACHE[path] = catalog
+    return catalog

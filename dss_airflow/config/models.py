@@ -1,0 +1,314 @@
+"""Typed models of the admin's YAML: execution configs, code envs, base images, managed folders, projects.
+
+Every model forbids unknown keys (with a "did you mean" hint) and checks its own values; checks that span
+several objects (a name that must exist elsewhere) live in :mod:`dss_airflow.config.loader`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from dss_airflow.config.quantities import parse_docker_size, parse_k8s_quantity
+from dss_airflow.config.requirements import check_requirement
+from dss_airflow.errors import closest_name
+
+#: Names of configs, envs, folders and projects end up in image tags, labels and paths.
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_USER = re.compile(r"^(?P<uid>\d+)(?::(?P<gid>\d+))?$")
+
+#: Values of a selection field that are not config names.
+INHERIT = "inherit"
+LOCAL = "local"
+NONE_ALIASES = frozenset({"none", "local"})
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: frozen, unknown keys refused with the closest valid key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        allowed = {f.alias or name for name, f in cls.model_fields.items()} | set(cls.model_fields)
+        for key in data:
+            if key not in allowed:
+                suggestion = closest_name(str(key), allowed)
+                hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+                raise PydanticCustomError(
+                    "unknown_key",
+                    "unknown key {key!r}" + hint,
+                    {"key": str(key), "suggestion": suggestion, "allowed": sorted(allowed)},
+                )
+        return data
+
+
+def _k8s_quantity(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    text = str(value)
+    parse_k8s_quantity(text)
+    return text
+
+
+def _docker_size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{value!r} is not a Docker size such as '512m' or '2g'")
+    return parse_docker_size(value)
+
+
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    for name in value:
+        if not _ENV_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name (letters, digits, _)")
+    return value
+
+
+def _non_root_user(value: str) -> str:
+    match = _USER.match(value)
+    if not match:
+        raise ValueError(f"{value!r} must be a numeric 'uid' or 'uid:gid' such as '1000:1000'")
+    if int(match["uid"]) == 0:
+        raise ValueError("containers never run as root (uid 0); use a uid such as 1000")
+    return value
+
+
+KubernetesQuantity = Annotated[str, BeforeValidator(_k8s_quantity)]
+DockerSize = Annotated[int, BeforeValidator(_docker_size)]
+EnvVars = Annotated[dict[str, str], AfterValidator(_env_names)]
+ContainerUser = Annotated[str, AfterValidator(_non_root_user)]
+Requirement = Annotated[str, AfterValidator(check_requirement)]
+
+
+class RegistryConfig(StrictModel):
+    """Where code-env images are pushed and pulled from; credentials live in an Airflow connection."""
+
+    url: str = Field(description="host[:port][/path] of the registry, no scheme and no credentials")
+    connection_id: str | None = Field(
+        default=None, description="Airflow connection (type docker) holding the registry login"
+    )
+
+    @model_validator(mode="after")
+    def _no_credentials(self) -> RegistryConfig:
+        if "@" in self.url or "://" in self.url:
+            raise ValueError(
+                "url must be host[:port][/path] without scheme or credentials; "
+                "put the login in an Airflow connection and name it in connection_id"
+            )
+        return self
+
+
+class DockerResources(StrictModel):
+    """Resource limits of a container. ``cpus`` is a hard limit (NanoCpus), not relative shares."""
+
+    memory: DockerSize | None = None
+    cpus: PositiveFloat | None = None
+    shm_size: DockerSize | None = None
+
+
+class GpuRequest(StrictModel):
+    """A Docker device request for GPUs (``docker run --gpus``)."""
+
+    count: int | Literal["all"] = "all"
+    device_ids: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=lambda: ["gpu"])
+    driver: str | None = None
+
+    @model_validator(mode="after")
+    def _count_or_ids(self) -> GpuRequest:
+        if self.device_ids and self.count != "all":
+            raise ValueError("give either count or device_ids, not both")
+        if isinstance(self.count, int) and self.count < 1:
+            raise ValueError("count must be a positive number of GPUs, or 'all'")
+        return self
+
+
+class _ExecutionConfigBase(StrictModel):
+    description: str = ""
+    allowed_groups: list[str] = Field(
+        default_factory=list, description="Groups allowed to use this config; empty means everyone"
+    )
+    env: EnvVars = Field(default_factory=dict, description="Extra environment variables (no secrets)")
+
+
+class LocalExecutionConfig(_ExecutionConfigBase):
+    """Runs on the worker itself, in a virtualenv built from the code env: the embedded default."""
+
+    type: Literal["local"]
+    is_container: ClassVar[bool] = False
+
+
+class DockerExecutionConfig(_ExecutionConfigBase):
+    """Runs in a container on one Docker daemon."""
+
+    type: Literal["docker"]
+    is_container: ClassVar[bool] = True
+    base_image: str = Field(description="Name of an entry of base_images")
+    docker_host: str = "unix:///var/run/docker.sock"
+    tls_cert_dir: str | None = Field(default=None, description="Directory with ca.pem, cert.pem, key.pem")
+    registry: RegistryConfig | None = None
+    resources: DockerResources = Field(default_factory=DockerResources)
+    runtime: str | None = Field(default=None, description="Docker runtime, e.g. 'nvidia'")
+    gpus: GpuRequest | None = None
+    network_mode: str | None = None
+    user: ContainerUser = "1000:1000"
+
+    @model_validator(mode="after")
+    def _docker_host_scheme(self) -> DockerExecutionConfig:
+        if not self.docker_host.startswith(("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")):
+            raise ValueError(
+                f"docker_host {self.docker_host!r} needs a scheme: unix:///var/run/docker.sock, "
+                "tcp://host:2376 or ssh://user@host"
+            )
+        return self
+
+
+class KubernetesResources(StrictModel):
+    """Pod requests and limits, as Kubernetes quantities; custom keys such as nvidia.com/gpu allowed."""
+
+    requests: dict[str, KubernetesQuantity] = Field(default_factory=dict)
+    limits: dict[str, KubernetesQuantity] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> KubernetesResources:
+        for key, request in self.requests.items():
+            limit = self.limits.get(key)
+            if limit is not None and parse_k8s_quantity(request) > parse_k8s_quantity(limit):
+                raise ValueError(f"requests.{key} ({request}) is larger than limits.{key} ({limit})")
+        return self
+
+
+class Toleration(StrictModel):
+    """A pod toleration, with the Kubernetes field names."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(default=None, alias="tolerationSeconds")
+
+    @model_validator(mode="after")
+    def _exists_has_no_value(self) -> Toleration:
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator Exists takes no value")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds only applies to effect NoExecute")
+        return self
+
+
+def _dns_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError(f"{value!r} is not a valid Kubernetes name (lower-case letters, digits, '-')")
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+
+
+class KubernetesExecutionConfig(_ExecutionConfigBase):
+    """Runs as a pod through the cncf-kubernetes provider."""
+
+    type: Literal["kubernetes"]
+    is_container: ClassVar[bool] = True
+    base_image: str = Field(description="Name of an entry of base_images")
+    kubernetes_conn_id: str | None = Field(default=None, description="Airflow connection of the cluster")
+    context: str | None = Field(default=None, description="kubeconfig context")
+    namespace: DnsLabel = "default"
+    resources: KubernetesResources = Field(default_factory=KubernetesResources)
+    registry: RegistryConfig | None = None
+    image_pull_secrets: list[DnsLabel] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    service_account: DnsLabel | None = None
+    run_as_user: int = Field(default=1000, gt=0, description="Non-root uid of the container")
+
+
+ExecutionConfig = LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig
+EXECUTION_CONFIG_TYPES: dict[str, type[LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig]] = {
+    "local": LocalExecutionConfig,
+    "docker": DockerExecutionConfig,
+    "kubernetes": KubernetesExecutionConfig,
+}
+
+
+class CodeEnv(StrictModel):
+    """A managed Python (and optionally R) environment: a package list turned into a venv or an image."""
+
+    python: str = Field(default="3.11", pattern=r"^3\.\d{1,2}$")
+    packages: list[Requirement] = Field(default_factory=list)
+    requirements_file: str | None = Field(
+        default=None, description="requirements.txt path, relative to the config directory"
+    )
+    r_packages: list[str] = Field(default_factory=list)
+    build_for: Literal["all"] | list[str] = "all"
+    managed: bool = Field(default=True, description="False for an external env (conda path, system python)")
+    external_path: str | None = None
+    pythonpath: list[str] = Field(default_factory=list, description="Extra PYTHONPATH entries (local only)")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _external_has_path(self) -> CodeEnv:
+        if not self.managed and not self.external_path:
+            raise ValueError("an unmanaged env (managed: false) needs external_path, the env's prefix")
+        if self.managed and self.external_path:
+            raise ValueError("external_path only applies to unmanaged envs; set managed: false or remove it")
+        return self
+
+    def builds_for(self, execution_config: str) -> bool:
+        return self.build_for == "all" or execution_config in self.build_for
+
+
+class BaseImage(StrictModel):
+    """A base image that code-env images are built on."""
+
+    image: str = Field(description="Image reference (repository:tag) of the built base image")
+    description: str = ""
+
+
+class ManagedFolder(StrictModel):
+    """Named storage: a host directory for local/docker, a PVC for kubernetes."""
+
+    path: str | None = Field(default=None, description="Host directory; relative paths start at data_dir")
+    pvc: DnsLabel | None = Field(default=None, description="PersistentVolumeClaim for kubernetes")
+    sub_path: str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _has_storage(self) -> ManagedFolder:
+        if self.path is None and self.pvc is None:
+            raise ValueError("a managed folder needs a host 'path' (local, docker) or a 'pvc' (kubernetes)")
+        return self
+
+
+class Project(StrictModel):
+    """A project: where its recipes live, its default execution config, and its groups."""
+
+    root: str = Field(description="Directory holding recipes/ and lib/, relative to the config directory")
+    default_execution_config: str = INHERIT
+    default_code_env: str | None = None
+    groups: list[str] = Field(default_factory=list)
+
+
+class Defaults(StrictModel):
+    """Global defaults, the last step of the task > project > global selection."""
+
+    execution_config: str = LOCAL
+    code_env: str | None = None
+    project: str | None = None
+    data_dir: str = Field(default="data", description="Root of relative managed-folder paths")

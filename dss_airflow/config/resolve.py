@@ -1,0 +1,208 @@
+"""Resolution: which execution config, code env and project a task uses, and whether it may.
+
+Selection order, as in DSS: the task's own value (operator argument, or a DAG param rendered into it from a
+UI trigger's run conf) > the project's default > the global default. ``inherit`` (or no value) passes to the
+next level; ``none`` and ``local`` both mean the built-in local execution. The same function runs at DAG
+parse time (for names that are not templated) and again at execute time, so a run conf cannot bypass
+permissions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from dss_airflow.config.loader import Catalog
+from dss_airflow.config.models import (
+    INHERIT,
+    LOCAL,
+    NONE_ALIASES,
+    CodeEnv,
+    ExecutionConfig,
+    Project,
+)
+from dss_airflow.errors import ConfigError, PermissionDeniedError
+
+RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
+
+
+@dataclass(frozen=True)
+class ResolvedExecution:
+    """What a task runs with, and why (``selected_by`` names the level that chose the config)."""
+
+    project_name: str
+    project: Project
+    project_root: Path
+    execution_config_name: str
+    execution_config: ExecutionConfig
+    selected_by: str
+    code_env_name: str
+    code_env: CodeEnv
+
+
+def is_templated(value: object) -> bool:
+    """True for a Jinja string that only has a value once Airflow renders it at run time."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def select_project(catalog: Catalog, project: str | None) -> str:
+    name = project or catalog.defaults.project
+    if name is None:
+        if len(catalog.projects) == 1:
+            return next(iter(catalog.projects))
+        raise ConfigError(
+            "no project given and no default project",
+            field="project",
+            fix="pass project=... to the operator or set defaults.project in the config"
+            + (f" (projects: {', '.join(sorted(catalog.projects))})" if catalog.projects else ""),
+        )
+    catalog.lookup("projects", name, field="project")
+    return name
+
+
+def select_execution_config(catalog: Catalog, project_name: str, task_value: str | None) -> tuple[str, str]:
+    """(config name, the level that chose it)."""
+    project: Project = catalog.projects[project_name]
+    for value, level in (
+        (task_value, "task"),
+        (project.default_execution_config, f"project {project_name!r} default"),
+        (catalog.defaults.execution_config, "global default"),
+    ):
+        if value is None or value == INHERIT:
+            continue
+        name = LOCAL if value in NONE_ALIASES else value
+        catalog.lookup("execution_configs", name, field="execution_config")
+        return name, level
+    return LOCAL, "built-in default"
+
+
+def check_permission(catalog: Catalog, config_name: str, project_name: str) -> None:
+    """A config with allowed_groups is usable only by projects sharing one of those groups."""
+    config = catalog.execution_configs[config_name]
+    if not config.allowed_groups:
+        return
+    project: Project = catalog.projects[project_name]
+    if set(config.allowed_groups) & set(project.groups):
+        return
+    file, line = catalog.where("execution_configs", config_name, "allowed_groups")
+    raise PermissionDeniedError(
+        f"project {project_name!r} (groups: {', '.join(project.groups) or 'none'}) may not use execution "
+        f"config {config_name!r}, which is restricted to groups {', '.join(config.allowed_groups)}",
+        file=file,
+        line=line,
+        field=f"execution_configs.{config_name}.allowed_groups",
+        fix=f"choose another execution config, or have an admin add one of these groups to project "
+        f"{project_name!r} or add the project's group to the config's allowed_groups",
+    )
+
+
+def check_env_fits_config(catalog: Catalog, env_name: str, config_name: str) -> None:
+    """DSS limitations: only managed envs without extra PYTHONPATH run in containers; build_for must match."""
+    config = catalog.execution_configs[config_name]
+    env: CodeEnv = catalog.code_envs[env_name]
+    if not config.is_container:
+        return
+    file, line = catalog.where("code_envs", env_name)
+    if not env.managed:
+        raise ConfigError(
+            f"code env {env_name!r} is not managed (external_path {env.external_path}), so it cannot run in "
+            f"container execution config {config_name!r}",
+            file=file,
+            line=line,
+            field=f"code_envs.{env_name}.managed",
+            fix="use a managed code env (a package list) for containers, or run this task with "
+            "execution_config='local'",
+        )
+    if env.pythonpath:
+        raise ConfigError(
+            f"code env {env_name!r} adds PYTHONPATH entries, which do not exist inside containers, so it "
+            f"cannot run in container execution config {config_name!r}",
+            file=file,
+            line=line,
+            field=f"code_envs.{env_name}.pythonpath",
+            value=env.pythonpath,
+            fix="package that code (or put it in the project's lib/ directory) and remove pythonpath",
+        )
+    if not env.builds_for(config_name):
+        raise ConfigError(
+            f"code env {env_name!r} is not built for execution config {config_name!r}",
+            file=file,
+            line=line,
+            field=f"code_envs.{env_name}.build_for",
+            value=env.build_for,
+            fix=f"add {config_name!r} to build_for (or set build_for: all) and rebuild its images",
+        )
+
+
+def resolve_execution(
+    catalog: Catalog,
+    *,
+    project: str | None,
+    execution_config: str | None,
+    code_env: str | None,
+) -> ResolvedExecution:
+    """Choose and check project, execution config and code env; raises a ConfigError on any problem."""
+    project_name = select_project(catalog, project)
+    project_model: Project = catalog.projects[project_name]
+    config_name, selected_by = select_execution_config(catalog, project_name, execution_config)
+    check_permission(catalog, config_name, project_name)
+    env_name = code_env or project_model.default_code_env or catalog.defaults.code_env
+    if env_name is None:
+        raise ConfigError(
+            "no code env given and no default",
+            field="code_env",
+            fix="pass code_env=... to the operator, or set default_code_env on the project or "
+            "code_env in defaults",
+        )
+    catalog.lookup("code_envs", env_name, field="code_env")
+    check_env_fits_config(catalog, env_name, config_name)
+    return ResolvedExecution(
+        project_name=project_name,
+        project=project_model,
+        project_root=catalog.project_root(project_name),
+        execution_config_name=config_name,
+        execution_config=catalog.execution_configs[config_name],
+        selected_by=selected_by,
+        code_env_name=env_name,
+        code_env=catalog.code_envs[env_name],
+    )
+
+
+def resolve_recipe_path(project_root: Path, recipe: str) -> tuple[Path, PurePosixPath, str]:
+    """(absolute path, path relative to the project root, language) of a recipe inside its project.
+
+    Refuses absolute paths, ``..`` and symlinks that lead outside the project, so a DAG cannot run (or
+    mount) arbitrary files of the worker.
+    """
+    relative = PurePosixPath(recipe)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in recipe:
+        raise ConfigError(
+            "recipe path escapes the project directory",
+            field="recipe",
+            value=recipe,
+            fix=f"give a path relative to the project root {project_root}, without '..'",
+        )
+    language = RECIPE_LANGUAGES.get(relative.suffix)
+    if language is None:
+        raise ConfigError(
+            "recipe must be a Python (.py) or R (.R) file",
+            field="recipe",
+            value=recipe,
+            fix="rename the file or point at the script",
+        )
+    path = (project_root / relative).resolve()
+    if not path.is_relative_to(project_root.resolve()):
+        raise ConfigError(
+            "recipe path escapes the project directory through a symbolic link",
+            field="recipe",
+            value=recipe,
+            fix="keep recipes inside the project directory",
+        )
+    if not path.is_file():
+        raise ConfigError(
+            "recipe not found",
+            field="recipe",
+            value=recipe,
+            fix=f"paths are relative to the project root {project_root}",
+        )
+    return path, relative, language

@@ -1,0 +1,1 @@
+"""Thin operators: resolve the config, build a spec, hand it to a backend."""

@@ -1,0 +1,242 @@
+"""DSSContainerRecipeOperator: run a Python or R recipe of a project in its code env, where its
+execution config says (built-in local venv, Docker, Kubernetes).
+
+At DAG-parse time the operator only checks names against the (cached) catalog, so a typo or a forbidden
+config is an import error naming the fix. Resolution, image lookup and all I/O happen in ``execute``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from dss_airflow.config.loader import Catalog, get_catalog
+from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig, LocalExecutionConfig
+from dss_airflow.config.resolve import ResolvedExecution, is_templated, resolve_execution, resolve_recipe_path
+from dss_airflow.errors import DSSAirflowError, ExecutionError
+from dss_airflow.spec import LABEL_PREFIX, ContainerSpec, RecipeRun, build_recipe_context, build_recipe_spec
+from dss_airflow.staging import (
+    FolderRefs,
+    create_run_dir,
+    discard_staging,
+    plan_inputs,
+    plan_outputs,
+    prepare_run,
+    promote_outputs,
+    read_result,
+    validate_folder_refs,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from dss_airflow.backends.docker import DockerBackend
+    from dss_airflow.backends.local import LocalBackend
+
+
+class DSSContainerRecipeOperator(BaseOperator):
+    """Run ``recipe`` (a path inside the project) in ``code_env`` on ``execution_config``.
+
+    :param recipe: path of a ``.py`` or ``.R`` file, relative to the project root (templated)
+    :param code_env: code env name; defaults to the project's, then the global default (templated)
+    :param execution_config: config name, ``inherit`` (project, then global default) or ``local``/``none``
+        (templated: ``"{{ params.execution_config }}"`` lets a UI trigger choose; permissions are checked
+        again at run time)
+    :param project: project name; defaults to ``defaults.project`` or the only project
+    :param inputs: managed folders (or files/directories inside them) to read: ``["raw"]`` or
+        ``{"orders": "raw/orders.csv"}``; the recipe reads ``dss_recipe.input_path(name)`` (templated)
+    :param outputs: managed folders to write: ``["curated"]`` or ``{"clean": "curated/orders"}``; the
+        recipe writes into ``dss_recipe.output_dir(name)``, promoted atomically on success (templated)
+    :param recipe_params: JSON-serialisable parameters, ``dss_recipe.params()`` (templated)
+    :param config_dir: config directory, when not the default (``$DSS_AIRFLOW_CONFIG``)
+    :return: (XCom) ``{"status", "outputs": {name: [files]}, "result", "warnings", "execution_config", ...}``
+    """
+
+    template_fields: Sequence[str] = ("recipe", "code_env", "execution_config", "inputs", "outputs", "recipe_params")
+    template_fields_renderers = {"recipe_params": "json"}
+    ui_color = "#2ab1ac"
+
+    def __init__(
+        self,
+        *,
+        recipe: str,
+        code_env: str | None = None,
+        execution_config: str | None = None,
+        project: str | None = None,
+        inputs: FolderRefs = None,
+        outputs: FolderRefs = None,
+        recipe_params: Mapping[str, Any] | None = None,
+        config_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.recipe = recipe
+        self.code_env = code_env
+        self.execution_config = execution_config
+        self.project = project
+        self.inputs = _freeze_refs(inputs)
+        self.outputs = _freeze_refs(outputs)
+        self.recipe_params = dict(recipe_params or {})
+        self.config_dir = config_dir
+        self._backend: LocalBackend | DockerBackend | None = None
+        self._validate_at_parse_time()
+
+    # ------------------------------------------------------------------------------ parse time
+    def _validate_at_parse_time(self) -> None:
+        """Cheap name checks so a DAG with a typo fails to import with a clear message."""
+        catalog = get_catalog(self.config_dir)
+        names = (self.code_env, self.execution_config, self.project, self.recipe)
+        if any(is_templated(value) for value in names):
+            return
+        resolved = resolve_execution(
+            catalog, project=self.project, execution_config=self.execution_config, code_env=self.code_env
+        )
+        resolve_recipe_path(resolved.project_root, self.recipe)
+        if not (is_templated(self.inputs) or is_templated(self.outputs)):
+            validate_folder_refs(catalog, self.inputs, self.outputs)
+
+    # ------------------------------------------------------------------------------ run time
+    def execute(self, context: Context) -> dict[str, Any]:
+        catalog = get_catalog(self.config_dir)
+        resolved = resolve_execution(
+            catalog, project=self.project, execution_config=self.execution_config, code_env=self.code_env
+        )
+        self.log.info(
+            "Recipe %s: project %r, code env %r, execution config %r (%s, chosen by the %s)",
+            self.recipe,
+            resolved.project_name,
+            resolved.code_env_name,
+            resolved.execution_config_name,
+            resolved.execution_config.type,
+            resolved.selected_by,
+        )
+        _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
+        unique = secrets.token_hex(4)
+        run = RecipeRun(
+            resolved=resolved,
+            recipe=relative,
+            language=language,
+            inputs=plan_inputs(catalog, self.inputs),
+            outputs=plan_outputs(catalog, self.outputs, run_key=f"{_task_key(context)}-{unique}"),
+            params=self.recipe_params,
+            run_dir=create_run_dir(),
+            task_labels=task_labels(context),
+        )
+        try:
+            spec = self._build_spec(catalog, run, unique)
+            layout = "host" if isinstance(resolved.execution_config, LocalExecutionConfig) else "container"
+            prepare_run(run.run_dir, build_recipe_context(run, layout), run.outputs, owner=_owner(spec))
+            self._run_backend(resolved, spec, context)
+            result = read_result(spec.host_result_file)
+            if result is None or result.get("status") != "success":
+                raise ExecutionError(
+                    f"recipe {self.recipe} failed: {(result or {}).get('error', 'no result was written')}"
+                )
+            promoted = promote_outputs(run.outputs)
+        finally:
+            discard_staging(run.outputs)
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        for warning in result.get("warnings", []):
+            self.log.warning("%s", warning)
+        for name, files in promoted.items():
+            self.log.info("Output %r: %d file(s) in %s", name, len(files), _destination(run, name))
+        return {
+            "status": "success",
+            "recipe": self.recipe,
+            "project": resolved.project_name,
+            "code_env": resolved.code_env_name,
+            "execution_config": resolved.execution_config_name,
+            "image": spec.image,
+            "outputs": promoted,
+            "result": result.get("result"),
+            "warnings": result.get("warnings", []),
+            "duration_s": result.get("duration_s"),
+        }
+
+    def _build_spec(self, catalog: Catalog, run: RecipeRun, unique: str) -> ContainerSpec:
+        resolved = run.resolved
+        config = resolved.execution_config
+        uid, gid = os.getuid(), os.getgid()
+        if isinstance(config, LocalExecutionConfig):
+            from dss_airflow.backends.local import ensure_venv
+            from dss_airflow.settings import cache_dir
+
+            python = ensure_venv(
+                resolved.code_env_name,
+                resolved.code_env.python,
+                catalog.requirements(resolved.code_env_name),
+                cache_dir(),
+            )
+            return build_recipe_spec(run, layout="host", image=None, local_python=str(python), unique=unique)
+        from dss_airflow.images.lookup import image_for
+
+        return build_recipe_spec(
+            run, layout="container", image=image_for(catalog, resolved), worker_uid=uid, worker_gid=gid, unique=unique
+        )
+
+    def _run_backend(self, resolved: ResolvedExecution, spec: ContainerSpec, context: Context) -> None:
+        config = resolved.execution_config
+        if isinstance(config, LocalExecutionConfig):
+            from dss_airflow.backends.local import LocalBackend
+
+            local = LocalBackend(self.log)  # type: ignore[arg-type]
+            self._backend = local
+            local.run(spec)
+        elif isinstance(config, DockerExecutionConfig):
+            from dss_airflow.backends.docker import DockerBackend
+
+            docker = DockerBackend(config, self.log)  # type: ignore[arg-type]
+            self._backend = docker
+            docker.run(spec, context, task_id=self.task_id)
+        elif isinstance(config, KubernetesExecutionConfig):
+            raise DSSAirflowError(
+                f"execution config {resolved.execution_config_name!r} is of type kubernetes, which this "
+                "version validates but does not run yet; use a docker or local config"
+            )
+
+    def on_kill(self) -> None:
+        if self._backend is not None:
+            self._backend.kill()
+
+
+def _freeze_refs(refs: FolderRefs) -> Any:
+    if refs is None or isinstance(refs, str | Mapping):
+        return dict(refs) if isinstance(refs, Mapping) else refs
+    return list(refs)
+
+
+def _owner(spec: ContainerSpec) -> tuple[int, int] | None:
+    """As root, hand the writable run directories to the container's non-root user."""
+    if os.getuid() != 0 or spec.user is None:
+        return None
+    uid, _, gid = spec.user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+def task_labels(context: Context) -> dict[str, str]:
+    """Labels identifying the task instance: for audit and to find leftovers of earlier tries."""
+    ti = context["ti"]
+    labels = {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "map_index": str(getattr(ti, "map_index", -1)),
+        "try_number": str(getattr(ti, "try_number", 1)),
+    }
+    return {f"{LABEL_PREFIX}.{key}": str(value) for key, value in labels.items()}
+
+
+def _task_key(context: Context) -> str:
+    ti = context["ti"]
+    return f"{ti.task_id}-{getattr(ti, 'try_number', 1)}".replace("/", "_")
+
+
+def _destination(run: RecipeRun, name: str) -> Path:
+    return next(ref.host_destination for ref in run.outputs if ref.name == name)
+

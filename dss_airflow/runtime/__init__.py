@@ -1,0 +1,1 @@
+"""Code that runs inside the code env (container or venv): standard library only."""

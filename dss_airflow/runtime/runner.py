@@ -1,0 +1,115 @@
+"""Runs one recipe inside a code env (container or local venv). Standard library only.
+
+Usage: ``python runner.py CONTEXT_JSON``. The context names the recipe, its language, the input paths,
+the staging directories of its outputs, its params and where to write the result. The runner:
+
+* runs the recipe in a fresh, empty working directory and warns about any file the recipe leaves there
+  (in a container that file is lost: outputs belong in managed folders);
+* lists what the recipe wrote to each output staging directory;
+* writes a JSON result atomically (temp file + rename), ``status`` "success" or "failed".
+
+The operator on the worker promotes staged outputs only after a success, so a failed run leaves no
+partial file in a managed folder.
+"""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+RESULT_VERSION = 1
+
+
+def _write_json_atomically(path, payload):
+    directory = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".result-", dir=directory)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _list_files(root):
+    found = []
+    for directory, _dirs, files in os.walk(root):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(directory, name), root))
+    return sorted(found)
+
+
+def _run_python(context):
+    runtime_dir = os.path.dirname(os.path.abspath(__file__))
+    for extra in [runtime_dir, *context.get("python_path", [])]:
+        if extra not in sys.path:
+            sys.path.insert(0, extra)
+    sys.argv = [context["recipe"]]
+    runpy.run_path(context["recipe"], run_name="__main__")
+
+
+def _run_r(context):
+    env = dict(os.environ)
+    for name, path in context["inputs"].items():
+        env["DSS_INPUT_" + name.upper().replace("-", "_")] = path
+    for name, path in context["outputs"].items():
+        env["DSS_OUTPUT_" + name.upper().replace("-", "_")] = path
+    env["DSS_PARAMS_JSON"] = json.dumps(context.get("params", {}))
+    completed = subprocess.run(["Rscript", context["recipe"]], env=env, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError("R recipe exited with code %d" % completed.returncode)
+
+
+def main(argv):
+    if len(argv) != 2:
+        sys.stderr.write("usage: runner.py CONTEXT_JSON\n")
+        return 2
+    context_path = argv[1]
+    with open(context_path, encoding="utf-8") as handle:
+        context = json.load(handle)
+    os.environ["DSS_CONTEXT"] = context_path
+    workdir = context["workdir"]
+    os.makedirs(workdir, exist_ok=True)
+    os.chdir(workdir)
+    started = time.time()
+    result = {"version": RESULT_VERSION, "recipe": context["recipe_name"], "warnings": []}
+    print("[dss-airflow] running %s (%s)" % (context["recipe_name"], context["language"]), flush=True)
+    try:
+        if context["language"] == "python":
+            _run_python(context)
+        else:
+            _run_r(context)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code != 0:
+            result.update(status="failed", error="recipe called sys.exit(%s)" % exc.code)
+    except BaseException as exc:  # noqa: BLE001 - every failure must become a result
+        traceback.print_exc()
+        result.update(status="failed", error="%s: %s" % (type(exc).__name__, exc))
+    result.setdefault("status", "success")
+    result["duration_s"] = round(time.time() - started, 3)
+    result["outputs"] = {name: _list_files(path) for name, path in context["outputs"].items()}
+    left_behind = _list_files(workdir)
+    if left_behind:
+        warning = (
+            "the recipe wrote %s to its working directory; in a container that is lost when the task "
+            "ends. Write outputs with dss_recipe.output_dir(NAME) instead." % ", ".join(left_behind[:10])
+        )
+        result["warnings"].append(warning)
+        print("[dss-airflow] WARNING: " + warning, flush=True)
+    user_result = os.path.join(os.path.dirname(context["result_file"]), "user_result.json")
+    if os.path.exists(user_result):
+        with open(user_result, encoding="utf-8") as handle:
+            result["result"] = json.load(handle)
+        os.unlink(user_result)
+    _write_json_atomically(context["result_file"], result)
+    print("[dss-airflow] recipe %s: %s in %.2fs" % (context["recipe_name"], result["status"],
+                                                    result["duration_s"]), flush=True)
+    return 0 if result["status"] == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

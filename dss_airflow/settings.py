@@ -1,0 +1,35 @@
+"""Where dss_airflow finds its config: one place, read the same way by the CLI, DAGs and workers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
+ENV_CACHE_DIR = "DSS_AIRFLOW_CACHE"
+
+
+def _airflow_option(key: str) -> str | None:
+    """``[dss_airflow] <key>`` from the Airflow config, without importing Airflow when it is not loaded."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - airflow is a dependency; kept for the in-container runtime
+        return None
+    value = conf.get("dss_airflow", key, fallback=None)
+    return str(value) if value else None
+
+
+def default_config_dir() -> Path:
+    """``$DSS_AIRFLOW_CONFIG`` > ``[dss_airflow] config_dir`` > ``$AIRFLOW_HOME/dss_airflow``."""
+    explicit = os.environ.get(ENV_CONFIG_DIR) or _airflow_option("config_dir")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    airflow_home = os.environ.get("AIRFLOW_HOME", "~/airflow")
+    return (Path(airflow_home).expanduser() / "dss_airflow").resolve()
+
+
+def cache_dir() -> Path:
+    """Where local virtualenvs and other rebuildable state live."""
+    explicit = os.environ.get(ENV_CACHE_DIR) or _airflow_option("cache_dir")
+    base = Path(explicit) if explicit else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "dss-airflow"
+    return base.expanduser().resolve()

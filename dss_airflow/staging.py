@@ -1,0 +1,166 @@
+"""Host side of a recipe run: the run directory, staged outputs and their atomic promotion.
+
+A recipe never writes into a managed folder directly. Each output gets a staging directory *inside* its
+managed folder (``.dss-staging/<run>/<output>``, same filesystem, so promotion is a rename); after a
+successful run every staged file is moved into place with ``os.replace`` (atomic per file), and after a
+failure the staging directory is deleted. Either way nothing half-written is ever visible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dss_airflow.config.loader import Catalog
+from dss_airflow.errors import ConfigError
+from dss_airflow.spec import InputRef, OutputRef
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = ".dss-staging"
+_IO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+FolderRefs = Mapping[str, str] | Iterable[str] | None
+
+
+def _named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
+    """``["raw"]`` or ``{"orders": "raw/orders.csv"}`` → {name: ref}; names are safe path components."""
+    if refs is None:
+        return {}
+    if isinstance(refs, str):
+        refs = [refs]
+    named = dict(refs) if isinstance(refs, Mapping) else {ref: ref for ref in refs}
+    for name in named:
+        if not _IO_NAME.match(name):
+            raise ConfigError(
+                "invalid input/output name",
+                field=field,
+                value=name,
+                fix="use a dict {name: 'folder/sub/path'}; names use letters, digits, '.', '_' and '-'",
+            )
+    return named
+
+
+def _split_ref(ref: str, field: str) -> tuple[str, PurePosixPath]:
+    folder, _, rest = ref.partition("/")
+    sub_path = PurePosixPath(rest) if rest else PurePosixPath()
+    if sub_path.is_absolute() or ".." in sub_path.parts or STAGING_DIR in sub_path.parts or "\\" in ref:
+        raise ConfigError(
+            "path escapes its managed folder",
+            field=field,
+            value=ref,
+            fix="write 'folder' or 'folder/relative/path' without '..'",
+        )
+    return folder, sub_path
+
+
+def plan_inputs(catalog: Catalog, refs: FolderRefs) -> tuple[InputRef, ...]:
+    planned = []
+    for name, ref in _named_refs(refs, "inputs").items():
+        folder, sub_path = _split_ref(ref, f"inputs.{name}")
+        host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"inputs.{name}"))
+        planned.append(InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=host_folder))
+    return tuple(planned)
+
+
+def plan_outputs(catalog: Catalog, refs: FolderRefs, run_key: str) -> tuple[OutputRef, ...]:
+    planned = []
+    for name, ref in _named_refs(refs, "outputs").items():
+        folder, sub_path = _split_ref(ref, f"outputs.{name}")
+        host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"outputs.{name}"))
+        planned.append(
+            OutputRef(
+                name=name,
+                folder=folder,
+                sub_path=sub_path,
+                host_staging=host_folder / STAGING_DIR / run_key / name,
+                host_destination=host_folder / sub_path,
+            )
+        )
+    return tuple(planned)
+
+
+def catalog_folder(catalog: Catalog, folder: str, field: str) -> str:
+    """Check that a managed folder exists (with a suggestion when not) and return its name."""
+    catalog.lookup("managed_folders", folder, field=field)
+    return folder
+
+
+def validate_folder_refs(catalog: Catalog, inputs: FolderRefs, outputs: FolderRefs) -> None:
+    """Parse-time check of inputs/outputs: names, paths and folders, without touching the disk."""
+    for kind, refs in (("inputs", inputs), ("outputs", outputs)):
+        for name, ref in _named_refs(refs, kind).items():
+            folder, _ = _split_ref(ref, f"{kind}.{name}")
+            catalog_folder(catalog, folder, f"{kind}.{name}")
+
+
+def create_run_dir(base: Path | None = None) -> Path:
+    """A private directory for one run: context.json, result.json and the recipe's working directory."""
+    return Path(tempfile.mkdtemp(prefix="dss-run-", dir=base))
+
+
+def prepare_run(
+    run_dir: Path,
+    context: Mapping[str, Any],
+    outputs: Iterable[OutputRef],
+    owner: tuple[int, int] | None,
+) -> None:
+    """Write the context and create the writable directories, owned by ``owner`` (the container's uid)."""
+    (run_dir / "cwd").mkdir(parents=True, exist_ok=True)
+    context_file = run_dir / "context.json"
+    context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
+    context_file.chmod(0o644)
+    writable = [run_dir, run_dir / "cwd"]
+    for ref in outputs:
+        if ref.host_staging.exists():
+            shutil.rmtree(ref.host_staging)
+        ref.host_staging.mkdir(parents=True)
+        writable.append(ref.host_staging)
+    run_dir.chmod(0o755)
+    if owner is not None:
+        for path in writable:
+            os.chown(path, *owner)
+
+
+def promote_outputs(outputs: Iterable[OutputRef]) -> dict[str, list[str]]:
+    """Move every staged file into its managed folder (atomic per file); returns the promoted paths."""
+    promoted: dict[str, list[str]] = {}
+    for ref in outputs:
+        files: list[str] = []
+        for source in sorted(p for p in ref.host_staging.rglob("*") if p.is_file() or p.is_symlink()):
+            if source.is_symlink():
+                log.warning("Output %s: symbolic link %s not promoted", ref.name, source)
+                continue
+            destination = ref.host_destination / source.relative_to(ref.host_staging)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, destination)
+            files.append(str(destination))
+        promoted[ref.name] = files
+    return promoted
+
+
+def discard_staging(outputs: Iterable[OutputRef]) -> None:
+    """Remove staging directories (after success they are empty; after failure they hold partial files)."""
+    for ref in outputs:
+        run_staging = ref.host_staging.parent
+        shutil.rmtree(run_staging, ignore_errors=True)
+        try:
+            run_staging.parent.rmdir()  # .dss-staging itself, when no other run uses it
+        except OSError:
+            pass
+
+
+def read_result(result_file: Path) -> dict[str, Any] | None:
+    """The runner's JSON result, or None when the runner never wrote one (killed, image without python)."""
+    try:
+        data = json.loads(result_file.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
