@@ -17,11 +17,15 @@ import shutil
 import signal
 import subprocess
 from collections import deque
-from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dss_airflow.errors import DSSAirflowError, ExecutionError
-from dss_airflow.spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
+    from dss_airflow.spec import ContainerSpec
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +79,16 @@ def ensure_venv(env_name: str, python: str, requirements: Sequence[str], cache_r
         if target.exists():
             log.warning("Removing incomplete virtualenv %s (an earlier build was interrupted)", target)
             shutil.rmtree(target)
-        log.info("Building local env %r (python %s, %d packages) in %s", env_name, python, len(requirements), target)
-        _run_uv(["venv", "--python", python, "--quiet", str(target)], f"creating the virtualenv of {env_name!r}")
+        log.info(
+            "Building local env %r (python %s, %d packages) in %s",
+            env_name,
+            python,
+            len(requirements),
+            target,
+        )
+        _run_uv(
+            ["venv", "--python", python, "--quiet", str(target)], f"creating the virtualenv of {env_name!r}"
+        )
         if requirements:
             requirements_file = target / "requirements.txt"
             requirements_file.write_text("\n".join(requirements) + "\n", encoding="utf-8")

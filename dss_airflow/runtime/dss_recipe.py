@@ -1,26 +1,28 @@
 """The API a recipe sees: ``import dss_recipe``. Standard library only, so it works in any code env.
 
-    import dss_recipe
-    orders = dss_recipe.input_path("orders")          # file or directory of an input
-    out = dss_recipe.output_dir("curated")             # write files here; they appear atomically on success
-    limit = dss_recipe.params().get("limit", 10)
-    dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
+import dss_recipe
+orders = dss_recipe.input_path("orders")          # file or directory of an input
+out = dss_recipe.output_dir("curated")             # write files here; they appear atomically on success
+limit = dss_recipe.params().get("limit", 10)
+dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
 """
 
 import json
 import os
 from pathlib import Path
+from typing import Any, Dict
 
 
-def _context():
+def _context() -> Dict[str, Any]:
     path = os.environ.get("DSS_CONTEXT")
     if not path:
         raise RuntimeError("dss_recipe is only available inside a recipe run by dss_airflow")
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+        data: Dict[str, Any] = json.load(handle)
+        return data
 
 
-def _named(kind, name):
+def _named(kind: str, name: str) -> Path:
     items = _context()[kind]
     if name not in items:
         known = ", ".join(sorted(items)) or "none"
@@ -28,22 +30,22 @@ def _named(kind, name):
     return Path(items[name])
 
 
-def input_path(name):
+def input_path(name: str) -> Path:
     """Path of a declared input: a managed folder, or a file or sub-directory inside one (read-only)."""
     return _named("inputs", name)
 
 
-def output_dir(name):
+def output_dir(name: str) -> Path:
     """Directory to write a declared output into; its files reach the managed folder only on success."""
     return _named("outputs", name)
 
 
-def params():
+def params() -> Dict[str, Any]:
     """The recipe parameters given to the operator (recipe_params)."""
     return dict(_context().get("params", {}))
 
 
-def set_result(value):
+def set_result(value: Any) -> None:
     """Return a JSON-serialisable value to Airflow: it becomes the task's XCom under 'result'."""
     context = _context()
     path = os.path.join(os.path.dirname(context["result_file"]), "user_result.json")

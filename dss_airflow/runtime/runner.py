@@ -15,26 +15,22 @@ partial file in a managed folder.
 import json
 import os
 import runpy
-import subprocess
 import sys
-import tempfile
 import time
 import traceback
+from typing import Any, Dict, List
 
 RESULT_VERSION = 1
 
 
-def _write_json_atomically(path, payload):
-    directory = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".result-", dir=directory)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
+    tmp = "%s.tmp-%d" % (path, os.getpid())  # same directory, so the rename below is atomic
+    with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
-def _list_files(root):
+def _list_files(root: str) -> List[str]:
     found = []
     for directory, _dirs, files in os.walk(root):
         for name in files:
@@ -42,7 +38,7 @@ def _list_files(root):
     return sorted(found)
 
 
-def _run_python(context):
+def _run_python(context: Dict[str, Any]) -> None:
     runtime_dir = os.path.dirname(os.path.abspath(__file__))
     for extra in [runtime_dir, *context.get("python_path", [])]:
         if extra not in sys.path:
@@ -51,7 +47,9 @@ def _run_python(context):
     runpy.run_path(context["recipe"], run_name="__main__")
 
 
-def _run_r(context):
+def _run_r(context: Dict[str, Any]) -> None:
+    import subprocess  # only R recipes need it; keeps the runner's start-up small
+
     env = dict(os.environ)
     for name, path in context["inputs"].items():
         env["DSS_INPUT_" + name.upper().replace("-", "_")] = path
@@ -63,7 +61,7 @@ def _run_r(context):
         raise RuntimeError("R recipe exited with code %d" % completed.returncode)
 
 
-def main(argv):
+def main(argv: List[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: runner.py CONTEXT_JSON\n")
         return 2
@@ -75,7 +73,7 @@ def main(argv):
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     started = time.time()
-    result = {"version": RESULT_VERSION, "recipe": context["recipe_name"], "warnings": []}
+    result: Dict[str, Any] = {"version": RESULT_VERSION, "recipe": context["recipe_name"], "warnings": []}
     print("[dss-airflow] running %s (%s)" % (context["recipe_name"], context["language"]), flush=True)
     try:
         if context["language"] == "python":
@@ -106,8 +104,11 @@ def main(argv):
             result["result"] = json.load(handle)
         os.unlink(user_result)
     _write_json_atomically(context["result_file"], result)
-    print("[dss-airflow] recipe %s: %s in %.2fs" % (context["recipe_name"], result["status"],
-                                                    result["duration_s"]), flush=True)
+    print(
+        "[dss-airflow] recipe %s: %s in %.2fs"
+        % (context["recipe_name"], result["status"], result["duration_s"]),
+        flush=True,
+    )
     return 0 if result["status"] == "success" else 1
 
 
