@@ -1,0 +1,80 @@
+"""Shared test helpers: write a config directory, fake the bits of an Airflow context we read."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "config"
+
+
+def write_config(directory: Path, files: dict[str, str]) -> Path:
+    """Write YAML files (dedented) into ``directory`` and return it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return directory
+
+
+BASE_CONFIG = """
+    defaults:
+      project: demo
+      code_env: plain
+      data_dir: data
+    base_images:
+      base:
+        image: dss-airflow-base:bookworm-py311
+    execution_configs:
+      docker-small:
+        type: docker
+        base_image: base
+        resources: {memory: 256m, cpus: 0.5}
+      docker-restricted:
+        type: docker
+        base_image: base
+        allowed_groups: [ml-team]
+      k8s:
+        type: kubernetes
+        base_image: base
+        resources:
+          requests: {cpu: 250m, memory: 256Mi}
+          limits: {cpu: "1", memory: 1Gi}
+    code_envs:
+      plain: {}
+      external:
+        managed: false
+        external_path: /opt/conda/envs/legacy
+      with-path:
+        pythonpath: [/opt/shared/lib]
+      only-k8s:
+        build_for: [k8s]
+    managed_folders:
+      raw: {path: raw}
+      out: {path: out}
+    projects:
+      demo:
+        root: project
+        groups: [analysts]
+"""
+
+
+def make_project(config_dir: Path, recipes: dict[str, str]) -> Path:
+    """Create the demo project's recipes next to a BASE_CONFIG directory."""
+    root = config_dir / "project"
+    for name, text in recipes.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return root
+
+
+def fake_context(
+    dag_id: str = "dag", task_id: str = "task", run_id: str = "run1", try_number: int = 1
+) -> Any:
+    """The task-instance fields the operator reads from an Airflow context."""
+    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=try_number)
+    return {"ti": ti}

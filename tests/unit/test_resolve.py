@@ -1,0 +1,52 @@
+"""Selection order: task > project default > global default; inherit passes down; none/local are local."""
+
+from __future__ import annotations
+
+import pytest
+
+from dss_airflow.config.loader import load_catalog
+from dss_airflow.config.resolve import resolve_execution
+from dss_airflow.dag_helpers import execution_config_choices
+from tests.helpers import BASE_CONFIG, write_config
+
+
+def catalog_with(tmp_path, project_default: str, global_default: str):
+    config = BASE_CONFIG.replace(
+        "        root: project\n",
+        f"        root: project\n        default_execution_config: {project_default}\n",
+    ).replace("      project: demo\n", f"      project: demo\n      execution_config: {global_default}\n")
+    write_config(tmp_path, {"c.yaml": config})
+    return load_catalog(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("task", "project", "global_", "expected", "level"),
+    [
+        ("k8s", "docker-small", "local", "k8s", "task"),
+        (None, "docker-small", "k8s", "docker-small", "project 'demo' default"),
+        ("inherit", "docker-small", "k8s", "docker-small", "project 'demo' default"),
+        ("inherit", "inherit", "k8s", "k8s", "global default"),
+        ("none", "docker-small", "k8s", "local", "task"),
+        ("local", "docker-small", "k8s", "local", "task"),
+        (None, "inherit", "none", "local", "global default"),
+    ],
+)
+def test_selection_order(tmp_path, task, project, global_, expected, level):
+    catalog = catalog_with(tmp_path, project, global_)
+    resolved = resolve_execution(catalog, project=None, execution_config=task, code_env=None)
+    assert (resolved.execution_config_name, resolved.selected_by) == (expected, level)
+    assert resolved.code_env_name == "plain"
+    assert resolved.project_root == tmp_path / "project"
+
+
+def test_missing_config_dir_is_the_embedded_local_default(tmp_path):
+    catalog = load_catalog(tmp_path / "nowhere")
+    assert list(catalog.execution_configs) == ["local"]
+    assert catalog.execution_configs["local"].type == "local"
+
+
+def test_trigger_form_choices_hide_forbidden_configs(tmp_path):
+    write_config(tmp_path, {"c.yaml": BASE_CONFIG})
+    choices = execution_config_choices(str(tmp_path), project="demo")
+    assert choices == ["inherit", "docker-small", "k8s", "local"]
+    assert "docker-restricted" in execution_config_choices(str(tmp_path))
