@@ -27,7 +27,17 @@ if TYPE_CHECKING:
     from dss_airflow.errors import ConfigError, DSSAirflowError
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
 
-__all__ = [*_LAZY_IMPORTS, "get_provider_info", "__version__"]
+__all__ = [
+    "Catalog",
+    "ConfigError",
+    "DSSAirflowError",
+    "DSSContainerRecipeOperator",
+    "__version__",
+    "execution_config_choices",
+    "get_catalog",
+    "get_provider_info",
+    "load_catalog",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -54,7 +64,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [
-            {"integration-name": "DSS containerized execution", "python-modules": ["dss_airflow.operators.recipe"]}
+            {
+                "integration-name": "DSS containerized execution",
+                "python-modules": ["dss_airflow.operators.recipe"],
+            }
         ],
         "plugins": [{"name": "dss_airflow", "plugin-class": "dss_airflow.plugin.DSSAirflowPlugin"}],
         "config": {

@@ -8,9 +8,11 @@ file, the field path, the offending value, the fix and the closest valid name.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from pathlib import Path
 
 
 class DSSAirflowError(Exception):
@@ -61,7 +63,8 @@ class ConfigError(DSSAirflowError):
             text += f" (got {self.value!r})"
         text += "."
         if self.fix:
-            text += f" {self.fix.rstrip('.')}."
+            fix = self.fix.rstrip(".")
+            text += f" {fix[:1].upper()}{fix[1:]}."
         if self.suggestion:
             text += f" Did you mean {self.suggestion!r}?"
         return text

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dss_airflow.config.models import (
     DockerExecutionConfig,
@@ -21,7 +20,11 @@ from dss_airflow.config.models import (
     KubernetesExecutionConfig,
 )
 from dss_airflow.config.quantities import parse_k8s_quantity
-from dss_airflow.config.resolve import ResolvedExecution
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dss_airflow.config.resolve import ResolvedExecution
 
 #: Fixed paths inside containers; the local backend uses host paths instead.
 RUNTIME_DIR = "/opt/dss-airflow/runtime"
@@ -138,12 +141,14 @@ def resources_of(config: ExecutionConfig) -> ResourceSpec:
     if isinstance(config, KubernetesExecutionConfig):
         for quantity in (*config.resources.requests.values(), *config.resources.limits.values()):
             parse_k8s_quantity(quantity)  # validated at load; re-checked for hand-built configs
-        return ResourceSpec(k8s_requests=dict(config.resources.requests), k8s_limits=dict(config.resources.limits))
+        return ResourceSpec(
+            k8s_requests=dict(config.resources.requests), k8s_limits=dict(config.resources.limits)
+        )
     return ResourceSpec()
 
 
 def user_of(config: ExecutionConfig, worker_uid: int, worker_gid: int) -> str | None:
-    """Never root: a non-root worker runs containers as itself (files stay its own); root uses the config's."""
+    """Never root: a non-root worker runs containers as itself (files stay its own), root as the config's."""
     if isinstance(config, DockerExecutionConfig):
         return f"{worker_uid}:{worker_gid}" if worker_uid != 0 else config.user
     if isinstance(config, KubernetesExecutionConfig):
@@ -157,12 +162,16 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
     project = PurePosixPath(PROJECT_DIR) if in_container else PurePosixPath(run.resolved.project_root)
     run_dir = PurePosixPath(RUN_DIR) if in_container else PurePosixPath(run.run_dir)
     inputs = {
-        ref.name: str((PurePosixPath(INPUTS_DIR) / ref.folder if in_container else PurePosixPath(ref.host_folder))
-                      / ref.sub_path)
+        ref.name: str(
+            (PurePosixPath(INPUTS_DIR) / ref.folder if in_container else PurePosixPath(ref.host_folder))
+            / ref.sub_path
+        )
         for ref in run.inputs
     }
     outputs = {
-        ref.name: str(PurePosixPath(OUTPUTS_DIR) / ref.name if in_container else PurePosixPath(ref.host_staging))
+        ref.name: str(
+            PurePosixPath(OUTPUTS_DIR) / ref.name if in_container else PurePosixPath(ref.host_staging)
+        )
         for ref in run.outputs
     }
     return {
@@ -220,7 +229,10 @@ def build_recipe_spec(
             if ref.folder not in seen_folders:
                 seen_folders.add(ref.folder)
                 mounts.append(MountSpec(str(ref.host_folder), f"{INPUTS_DIR}/{ref.folder}"))
-        mounts += [MountSpec(str(ref.host_staging), f"{OUTPUTS_DIR}/{ref.name}", read_only=False) for ref in run.outputs]
+        mounts += [
+            MountSpec(str(ref.host_staging), f"{OUTPUTS_DIR}/{ref.name}", read_only=False)
+            for ref in run.outputs
+        ]
         command = (image.python, f"{RUNTIME_DIR}/runner.py", f"{RUN_DIR}/context.json")
         workdir = f"{RUN_DIR}/cwd"
         image_name: str | None = image.image

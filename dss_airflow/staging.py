@@ -8,6 +8,7 @@ failure the staging directory is deleted. Either way nothing half-written is eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -16,11 +17,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dss_airflow.config.loader import Catalog
 from dss_airflow.errors import ConfigError
 from dss_airflow.spec import InputRef, OutputRef
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +154,8 @@ def discard_staging(outputs: Iterable[OutputRef]) -> None:
     for ref in outputs:
         run_staging = ref.host_staging.parent
         shutil.rmtree(run_staging, ignore_errors=True)
-        try:
-            run_staging.parent.rmdir()  # .dss-staging itself, when no other run uses it
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # .dss-staging itself, once no other run uses it
+            run_staging.parent.rmdir()
 
 
 def read_result(result_file: Path) -> dict[str, Any] | None:

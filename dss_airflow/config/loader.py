@@ -12,10 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -38,6 +37,9 @@ from dss_airflow.config.models import (
 )
 from dss_airflow.config.requirements import read_requirements_file
 from dss_airflow.errors import ConfigError, DSSAirflowError, UnknownNameError, closest_name
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
 
 SECTIONS: dict[str, type[BaseModel] | None] = {
     "execution_configs": None,  # chosen by each entry's `type`
@@ -206,9 +208,13 @@ def fingerprint(config_dir: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ loading
 class _Collector:
+    """What loading found so far: valid entries, where each was written, and every problem."""
+
     def __init__(self) -> None:
         self.errors: list[ConfigError] = []
         self.locations: dict[tuple[str, ...], Location] = {}
+        self.found: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS if section != "defaults"}
+        self.defaults = Defaults()
 
     def add(self, problem: str, *, file: Path | str, line: int | None, field: str, **kw: Any) -> None:
         self.errors.append(ConfigError(problem, file=file, line=line, field=field, **kw))
@@ -263,7 +269,9 @@ def _validate_entry(
         kind = raw.get("type") if isinstance(raw, dict) else None
         if kind not in EXECUTION_CONFIG_TYPES:
             out.add(
-                "missing execution config type" if kind is None else f"unknown execution config type {kind!r}",
+                "missing execution config type"
+                if kind is None
+                else f"unknown execution config type {kind!r}",
                 file=file,
                 line=lines.line((*prefix, "type")),
                 field=f"{section}.{name}.type",
@@ -287,66 +295,94 @@ def load_catalog(config_dir: Path | str) -> Catalog:
     """
     config_dir = Path(config_dir).expanduser().resolve()
     out = _Collector()
-    found: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS if section != "defaults"}
-    defaults = Defaults()
     for path in _config_files(config_dir) if config_dir.is_dir() else []:
-        try:
-            data, lines = _read_yaml(path)
-        except ConfigError as exc:
-            out.errors.append(exc)
-            continue
-        for dup_path, dup_line in lines.duplicates:
-            out.add("key defined twice in the same mapping", file=path, line=dup_line, field=".".join(dup_path))
-        if data is None:
-            continue
-        if not isinstance(data, dict):
-            out.add("a config file must be a mapping of sections", file=path, line=1, field="(top level)",
-                    fix="start the file with a section such as 'execution_configs:'")
-            continue
-        for section, entries in data.items():
-            if section not in SECTIONS:
-                out.add(f"unknown section {section!r}", file=path, line=lines.line((str(section),)),
-                        field=str(section), fix="sections are: " + ", ".join(SECTIONS),
-                        suggestion=closest_name(str(section), SECTIONS))
-                continue
-            if section == "defaults":
-                out.locations[("defaults",)] = (str(path), lines.line(("defaults",)))
-                validated = _validate_entry_defaults(entries, file=path, lines=lines, out=out)
-                defaults = validated or defaults
-                continue
-            if not isinstance(entries, dict):
-                out.add("a section maps names to definitions", file=path, line=lines.line((section,)),
-                        field=section, fix=f"write '{section}:' then one indented '<name>:' per item")
-                continue
-            for name, raw in entries.items():
-                name = str(name)
-                line = lines.line((section, name))
-                if name in found[section]:
-                    first_file, first_line = out.locations[(section, name)]
-                    out.add(f"{SECTION_KINDS[section]} {name!r} is defined twice", file=path, line=line,
-                            field=f"{section}.{name}", fix=f"it is already defined at {first_file}:{first_line}")
-                    continue
-                if not NAME_PATTERN.match(name):
-                    out.add("invalid name", file=path, line=line, field=f"{section}.{name}", value=name,
-                            fix="names use lower-case letters, digits, '.', '_' and '-' (at most 63)")
-                    continue
-                out.locations[(section, name)] = (str(path), line)
-                entry = _validate_entry(section, name, raw, file=path, lines=lines, out=out)
-                if entry is not None:
-                    found[section][name] = entry
-    found["execution_configs"].setdefault(LOCAL, BUILTIN_LOCAL)
+        _load_file(path, out)
+    out.found["execution_configs"].setdefault(LOCAL, BUILTIN_LOCAL)
     catalog = Catalog(
         config_dir=config_dir,
-        defaults=defaults,
+        defaults=out.defaults,
         locations=out.locations,
         fingerprint=fingerprint(config_dir),
-        **found,
+        **out.found,
     )
     if not out.errors:
         _check_references(catalog, out)
     if out.errors:
         raise InvalidConfigError(config_dir, out.errors)
     return catalog
+
+
+def _load_file(path: Path, out: _Collector) -> None:
+    try:
+        data, lines = _read_yaml(path)
+    except ConfigError as exc:
+        out.errors.append(exc)
+        return
+    for dup_path, dup_line in lines.duplicates:
+        out.add("key defined twice in the same mapping", file=path, line=dup_line, field=".".join(dup_path))
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        out.add(
+            "a config file must be a mapping of sections",
+            file=path,
+            line=1,
+            field="(top level)",
+            fix="start the file with a section such as 'execution_configs:'",
+        )
+        return
+    for section, entries in data.items():
+        if section not in SECTIONS:
+            out.add(
+                f"unknown section {section!r}",
+                file=path,
+                line=lines.line((str(section),)),
+                field=str(section),
+                fix="sections are: " + ", ".join(SECTIONS),
+                suggestion=closest_name(str(section), SECTIONS),
+            )
+        elif section == "defaults":
+            out.locations[("defaults",)] = (str(path), lines.line(("defaults",)))
+            out.defaults = _validate_entry_defaults(entries, file=path, lines=lines, out=out) or out.defaults
+        elif not isinstance(entries, dict):
+            out.add(
+                "a section maps names to definitions",
+                file=path,
+                line=lines.line((section,)),
+                field=section,
+                fix=f"write '{section}:' then one indented '<name>:' per item",
+            )
+        else:
+            for name, raw in entries.items():
+                _load_entry(section, str(name), raw, file=path, lines=lines, out=out)
+
+
+def _load_entry(section: str, name: str, raw: Any, *, file: Path, lines: _LineMap, out: _Collector) -> None:
+    line = lines.line((section, name))
+    if (section, name) in out.locations:
+        first_file, first_line = out.locations[(section, name)]
+        out.add(
+            f"{SECTION_KINDS[section]} {name!r} is defined twice",
+            file=file,
+            line=line,
+            field=f"{section}.{name}",
+            fix=f"it is already defined at {first_file}:{first_line}",
+        )
+        return
+    if not NAME_PATTERN.match(name):
+        out.add(
+            "invalid name",
+            file=file,
+            line=line,
+            field=f"{section}.{name}",
+            value=name,
+            fix="names use lower-case letters, digits, '.', '_' and '-' (at most 63)",
+        )
+        return
+    out.locations[(section, name)] = (str(file), line)
+    entry = _validate_entry(section, name, raw, file=file, lines=lines, out=out)
+    if entry is not None:
+        out.found[section][name] = entry
 
 
 def _validate_entry_defaults(raw: Any, *, file: Path, lines: _LineMap, out: _Collector) -> Defaults | None:
@@ -360,13 +396,17 @@ def _validate_entry_defaults(raw: Any, *, file: Path, lines: _LineMap, out: _Col
 def _check_references(catalog: Catalog, out: _Collector) -> None:
     """Names that must exist elsewhere in the catalog, reported where they are written."""
 
-    def check(section: str, name: str | None, at: tuple[str, ...], *, allow: frozenset[str] = frozenset()) -> None:
+    def check(
+        section: str, name: str | None, at: tuple[str, ...], *, allow: frozenset[str] = frozenset()
+    ) -> None:
         if name is None or name in allow:
             return
         items: Mapping[str, Any] = getattr(catalog, section)
         if name not in items:
-            file, line = catalog.where(*at[:2])
-            error = UnknownNameError(SECTION_KINDS[section], name, items, field=".".join(at), file=file, line=line)
+            file, line = catalog.where(*at)
+            error = UnknownNameError(
+                SECTION_KINDS[section], name, items, field=".".join(at), file=file, line=line
+            )
             out.errors.append(error)
 
     selection_values = frozenset({INHERIT, *NONE_ALIASES})
@@ -378,25 +418,43 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
             for index, target in enumerate(env.build_for):
                 check("execution_configs", target, ("code_envs", name, "build_for", str(index)))
         if env.requirements_file:
-            path = _resolve_path(catalog.config_dir, env.requirements_file)
-            file, line = catalog.where("code_envs", name)
-            if not path.is_file():
-                out.add("requirements file not found", file=file, line=line,
-                        field=f"code_envs.{name}.requirements_file", value=str(path),
-                        fix="paths are relative to the config directory")
-            else:
-                try:
-                    read_requirements_file(path)
-                except ValueError as exc:
-                    out.add(f"{path}: {exc}", file=file, line=line, field=f"code_envs.{name}.requirements_file")
+            _check_requirements_file(catalog, name, env.requirements_file, out)
     for name, project in catalog.projects.items():
-        check("execution_configs", project.default_execution_config,
-              ("projects", name, "default_execution_config"), allow=selection_values)
+        check(
+            "execution_configs",
+            project.default_execution_config,
+            ("projects", name, "default_execution_config"),
+            allow=selection_values,
+        )
         check("code_envs", project.default_code_env, ("projects", name, "default_code_env"))
-    check("execution_configs", catalog.defaults.execution_config, ("defaults", "execution_config"),
-          allow=frozenset(NONE_ALIASES))
+    check(
+        "execution_configs",
+        catalog.defaults.execution_config,
+        ("defaults", "execution_config"),
+        allow=frozenset(NONE_ALIASES),
+    )
     check("code_envs", catalog.defaults.code_env, ("defaults", "code_env"))
     check("projects", catalog.defaults.project, ("defaults", "project"))
+
+
+def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out: _Collector) -> None:
+    path = _resolve_path(catalog.config_dir, relative)
+    file, line = catalog.where("code_envs", env_name)
+    field = f"code_envs.{env_name}.requirements_file"
+    if not path.is_file():
+        out.add(
+            "requirements file not found",
+            file=file,
+            line=line,
+            field=field,
+            value=str(path),
+            fix="paths are relative to the config directory",
+        )
+        return
+    try:
+        read_requirements_file(path)
+    except ValueError as exc:
+        out.add(f"{path}: {exc}", file=file, line=line, field=field)
 
 
 # ------------------------------------------------------------------------------------------ caching
@@ -405,7 +463,7 @@ _CACHE_LOCK = threading.Lock()
 
 
 def get_catalog(config_dir: Path | str | None = None) -> Catalog:
-    """The catalog of ``config_dir`` (default: :func:`dss_airflow.settings.config_dir`), cached until it changes."""
+    """The catalog of ``config_dir`` (default: ``default_config_dir()``), cached until the files change."""
     from dss_airflow.settings import default_config_dir
 
     path = Path(config_dir).expanduser().resolve() if config_dir else default_config_dir()

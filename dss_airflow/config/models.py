@@ -171,7 +171,9 @@ class DockerExecutionConfig(_ExecutionConfigBase):
 
     @model_validator(mode="after")
     def _docker_host_scheme(self) -> DockerExecutionConfig:
-        if not self.docker_host.startswith(("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")):
+        if not self.docker_host.startswith(
+            ("unix://", "tcp://", "ssh://", "npipe://", "http://", "https://")
+        ):
             raise ValueError(
                 f"docker_host {self.docker_host!r} needs a scheme: unix:///var/run/docker.sock, "
                 "tcp://host:2376 or ssh://user@host"
@@ -240,7 +242,9 @@ class KubernetesExecutionConfig(_ExecutionConfigBase):
 
 
 ExecutionConfig = LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig
-EXECUTION_CONFIG_TYPES: dict[str, type[LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig]] = {
+EXECUTION_CONFIG_TYPES: dict[
+    str, type[LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig]
+] = {
     "local": LocalExecutionConfig,
     "docker": DockerExecutionConfig,
     "kubernetes": KubernetesExecutionConfig,

@@ -8,10 +8,13 @@ local paths (not supported in containers, as in DSS) are refused with the offend
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement
 from packaging.requirements import Requirement as PEP508Requirement
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 _SHELL = re.compile(r"[`$|&\n\r\\]|\$\(|&&|\|\|")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from dss_airflow.config.loader import Catalog
 from dss_airflow.config.models import (
     INHERIT,
     LOCAL,
@@ -22,6 +22,9 @@ from dss_airflow.config.models import (
     Project,
 )
 from dss_airflow.errors import ConfigError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog
 
 RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
 

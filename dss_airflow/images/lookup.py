@@ -7,11 +7,15 @@ task fails with a message that names the build command (DSS's ERR_CODEENV_CONTAI
 
 from __future__ import annotations
 
-from dss_airflow.config.loader import Catalog
+from typing import TYPE_CHECKING
+
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
-from dss_airflow.config.resolve import ResolvedExecution
 from dss_airflow.errors import ImageNotBuiltError
 from dss_airflow.spec import ImageRef
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.resolve import ResolvedExecution
 
 
 def image_for(catalog: Catalog, resolved: ResolvedExecution) -> ImageRef:

@@ -11,7 +11,6 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -20,7 +19,14 @@ from dss_airflow.config.loader import Catalog, get_catalog
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig, LocalExecutionConfig
 from dss_airflow.config.resolve import ResolvedExecution, is_templated, resolve_execution, resolve_recipe_path
 from dss_airflow.errors import DSSAirflowError, ExecutionError
-from dss_airflow.spec import LABEL_PREFIX, ContainerSpec, RecipeRun, build_recipe_context, build_recipe_spec
+from dss_airflow.spec import (
+    LABEL_PREFIX,
+    ContainerSpec,
+    Layout,
+    RecipeRun,
+    build_recipe_context,
+    build_recipe_spec,
+)
 from dss_airflow.staging import (
     FolderRefs,
     create_run_dir,
@@ -34,6 +40,8 @@ from dss_airflow.staging import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow.sdk import Context
 
     from dss_airflow.backends.docker import DockerBackend
@@ -58,7 +66,14 @@ class DSSContainerRecipeOperator(BaseOperator):
     :return: (XCom) ``{"status", "outputs": {name: [files]}, "result", "warnings", "execution_config", ...}``
     """
 
-    template_fields: Sequence[str] = ("recipe", "code_env", "execution_config", "inputs", "outputs", "recipe_params")
+    template_fields: Sequence[str] = (
+        "recipe",
+        "code_env",
+        "execution_config",
+        "inputs",
+        "outputs",
+        "recipe_params",
+    )
     template_fields_renderers = {"recipe_params": "json"}
     ui_color = "#2ab1ac"
 
@@ -130,14 +145,16 @@ class DSSContainerRecipeOperator(BaseOperator):
         )
         try:
             spec = self._build_spec(catalog, run, unique)
-            layout = "host" if isinstance(resolved.execution_config, LocalExecutionConfig) else "container"
+            layout: Layout = "host" if spec.image is None else "container"
             prepare_run(run.run_dir, build_recipe_context(run, layout), run.outputs, owner=_owner(spec))
-            self._run_backend(resolved, spec, context)
+            backend_failure: ExecutionError | None = None
+            try:
+                self._run_backend(resolved, spec, context)
+            except ExecutionError as exc:
+                backend_failure = exc
             result = read_result(spec.host_result_file)
-            if result is None or result.get("status") != "success":
-                raise ExecutionError(
-                    f"recipe {self.recipe} failed: {(result or {}).get('error', 'no result was written')}"
-                )
+            if backend_failure is not None or result is None or result.get("status") != "success":
+                raise _recipe_failure(self.recipe, resolved, result, backend_failure)
             promoted = promote_outputs(run.outputs)
         finally:
             discard_staging(run.outputs)
@@ -177,7 +194,12 @@ class DSSContainerRecipeOperator(BaseOperator):
         from dss_airflow.images.lookup import image_for
 
         return build_recipe_spec(
-            run, layout="container", image=image_for(catalog, resolved), worker_uid=uid, worker_gid=gid, unique=unique
+            run,
+            layout="container",
+            image=image_for(catalog, resolved),
+            worker_uid=uid,
+            worker_gid=gid,
+            unique=unique,
         )
 
     def _run_backend(self, resolved: ResolvedExecution, spec: ContainerSpec, context: Context) -> None:
@@ -203,6 +225,19 @@ class DSSContainerRecipeOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._backend is not None:
             self._backend.kill()
+
+
+def _recipe_failure(
+    recipe: str, resolved: ResolvedExecution, result: dict[str, Any] | None, backend: ExecutionError | None
+) -> ExecutionError:
+    """One message with the recipe's own error (from its result) and the process/container failure."""
+    reason = (result or {}).get("error") or (str(backend) if backend else "the runner wrote no result")
+    where = f"{resolved.execution_config_name} ({resolved.execution_config.type})"
+    return ExecutionError(
+        f"recipe {recipe} failed on {where}: {reason}; its managed-folder outputs were left untouched",
+        logs=backend.logs if backend else [],
+        exit_code=backend.exit_code if backend else None,
+    )
 
 
 def _freeze_refs(refs: FolderRefs) -> Any:
@@ -239,4 +274,3 @@ def _task_key(context: Context) -> str:
 
 def _destination(run: RecipeRun, name: str) -> Path:
     return next(ref.host_destination for ref in run.outputs if ref.name == name)
-

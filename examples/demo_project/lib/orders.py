@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def read_orders(path: Path) -> list[dict[str, str]]:

@@ -1,5 +1,7 @@
 """Recipe 2: revenue per day from the raw orders, into the 'curated' managed folder."""
 
+from __future__ import annotations
+
 import csv
 import json
 
@@ -14,7 +16,9 @@ with (out / "daily_revenue.csv").open("w", newline="", encoding="utf-8") as hand
     writer = csv.writer(handle)
     writer.writerow(["day", "revenue"])
     writer.writerows(daily.items())
-(out / "summary.json").write_text(json.dumps({"orders": len(orders), "revenue": round(sum(daily.values()), 2)}))
+(out / "summary.json").write_text(
+    json.dumps({"orders": len(orders), "revenue": round(sum(daily.values()), 2)})
+)
 
 print(f"summarised {len(orders)} orders over {len(daily)} days")
 dss_recipe.set_result({"orders": len(orders), "days": len(daily)})

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: venv and packages, Docker engine and the air-gapped base
+# image (as root; built once, then reused from its content hash), lint and types, then pytest.
+# Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -k quantity
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+"$ROOT/scripts/bootstrap.sh"
+if ! "$ROOT/scripts/ensure-base-image.sh" >/dev/null; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI needs a Docker engine and the base image (see above)" >&2
+    exit 1
+  fi
+  echo "test.sh: no Docker engine/base image here: Docker tests will be skipped with the reason" >&2
+fi
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy dss_airflow
+.venv/bin/mypy tests dags benchmarks
+echo "== pytest"
+exec .venv/bin/pytest "$@"
