@@ -17,9 +17,12 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -98,7 +101,9 @@ def main() -> None:
 
     package = import_seconds("pass", "import dss_airflow", args.runs)
     sdk = import_seconds("pass", "import airflow.sdk", args.runs)
-    operator = import_seconds("import airflow.sdk", "from dss_airflow import DSSContainerRecipeOperator", args.runs)
+    operator = import_seconds(
+        "import airflow.sdk", "from dss_airflow import DSSContainerRecipeOperator", args.runs
+    )
     print(f"import dss_airflow:                 {package * 1000:.1f} ms")
     print(f"import airflow.sdk:                 {sdk * 1000:.0f} ms (for scale)")
     print(f"then DSSContainerRecipeOperator:    +{operator * 1000:.0f} ms (pydantic, yaml, config layer)")
