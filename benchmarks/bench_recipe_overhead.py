@@ -19,7 +19,7 @@ import textwrap
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -83,7 +83,8 @@ def container_benchmark(runs: int) -> tuple[float, float]:
             mount_tmp_dir=False,
         )
 
-    context = {"ti": SimpleNamespace(dag_id="bench", task_id="ours", run_id="r", map_index=-1, try_number=1)}
+    task_instance = SimpleNamespace(dag_id="bench", task_id="ours", run_id="r", map_index=-1, try_number=1)
+    context: Any = {"ti": task_instance}
     ours.execute(context)  # warm-up: image cache, docker client
     plain().execute(context)
     ours_samples, plain_samples = [], []
