@@ -88,7 +88,9 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
     from docker.types import DeviceRequest, Mount
 
     resources = spec.resources
-    extras: dict[str, Any] = {}
+    # docker-init as PID 1 forwards signals, so `docker stop` (on_kill) ends the task at once even
+    # before the runner installs its SIGTERM handler, and reaps the recipe's zombie children.
+    extras: dict[str, Any] = {"init": True}
     if resources.nano_cpus:
         extras["nano_cpus"] = resources.nano_cpus
     if resources.runtime:
@@ -136,10 +138,12 @@ class DockerBackend:
         self.config = config
         self.log = logger or log
         self._operator: DockerOperator | None = None
+        self._killed = False
 
     def run(self, spec: ContainerSpec, context: Context, *, task_id: str) -> None:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
         from airflow.sdk.bases.operator import ExecutorSafeguard
+        from docker.errors import APIError
 
         operator = _operator_class()(
             task_id=f"{task_id}.container", **docker_operator_kwargs(spec, self.config)
@@ -158,6 +162,13 @@ class DockerBackend:
             logs = [str(line) for line in (exc.logs or [])]
             tail: deque[str] = deque(logs, maxlen=LOG_TAIL)
             raise ExecutionError(f"container {spec.name} failed: {exc}", logs=list(tail)) from exc
+        except APIError as exc:
+            if self._killed:  # on_kill removed the container under the provider's own clean-up
+                raise ExecutionError(f"container {spec.name} was stopped by on_kill") from exc
+            raise
+        if self._killed:
+            # Never report success for a killed task (cf. apache/airflow#73006 for the pod operator).
+            raise ExecutionError(f"container {spec.name} was stopped by on_kill")
 
     def remove_leftovers(self, client: Any, labels: Mapping[str, str]) -> None:
         """Remove containers of earlier tries of this task instance (worker killed before cleanup).
@@ -178,5 +189,6 @@ class DockerBackend:
             client.remove_container(container["Id"], force=True)
 
     def kill(self) -> None:
+        self._killed = True
         if self._operator is not None:
             self._operator.on_kill()

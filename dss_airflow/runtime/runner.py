@@ -15,6 +15,7 @@ partial file in a managed folder.
 import json
 import os
 import runpy
+import signal
 import sys
 import time
 import traceback
@@ -61,6 +62,14 @@ def _run_r(context: Dict[str, Any]) -> None:
         raise RuntimeError("R recipe exited with code %d" % completed.returncode)
 
 
+class Terminated(BaseException):
+    """SIGTERM (docker stop, on_kill): the recipe is interrupted and the run reported as failed."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: List[str]) -> int:
     if len(argv) != 2:
         sys.stderr.write("usage: runner.py CONTEXT_JSON\n")
@@ -69,6 +78,9 @@ def main(argv: List[str]) -> int:
     with open(context_path, encoding="utf-8") as handle:
         context = json.load(handle)
     os.environ["DSS_CONTEXT"] = context_path
+    # In a container the runner is PID 1, which ignores SIGTERM unless it installs a handler: without
+    # this, `docker stop` (on_kill) would wait its whole grace period before SIGKILL.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     workdir = context["workdir"]
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
@@ -80,6 +92,8 @@ def main(argv: List[str]) -> int:
             _run_python(context)
         else:
             _run_r(context)
+    except Terminated:
+        result.update(status="failed", error="terminated by SIGTERM (the task was killed)")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code != 0:

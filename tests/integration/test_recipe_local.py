@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
-from dss_airflow.backends.local import READY_MARKER
+from dss_airflow.backends.local import READY_MARKER, LocalBackend
 from dss_airflow.errors import ExecutionError, PermissionDeniedError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
 from tests.helpers import BASE_CONFIG, fake_context, make_project, write_config
@@ -83,3 +86,35 @@ def test_forbidden_config_from_a_run_conf_is_refused_at_run_time(config_dir):
     op.execution_config = "docker-restricted"  # what rendering the template with a UI run conf produces
     with pytest.raises(PermissionDeniedError, match="restricted to groups ml-team"):
         op.execute(fake_context())
+
+
+def test_on_kill_stops_the_local_recipe_process_group(config_dir):
+    op = DSSContainerRecipeOperator(
+        task_id="t",
+        recipe="recipes/sleeps.py",
+        execution_config="local",
+        outputs=["out"],
+        config_dir=str(config_dir),
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            op.execute(fake_context())
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not isinstance(op._backend, LocalBackend) or op._backend._process is None:
+        assert time.monotonic() < deadline, "the recipe process never started"
+        time.sleep(0.05)
+    process = op._backend._process
+    assert process is not None, "the recipe process started"
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors and isinstance(errors[0], ExecutionError)
+    assert process.poll() is not None, "no orphan process"
+    assert list((config_dir / "data" / "out").rglob("*")) == []
