@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -78,3 +79,18 @@ def fake_context(
     """The task-instance fields the operator reads from an Airflow context."""
     ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=try_number)
     return {"ti": ti}
+
+
+def execute_in_background(operator: Any, context: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """Start ``operator.execute(context)`` in a thread (to kill it); the list collects what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operator.execute(context)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test's assertions
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name=f"execute-{operator.task_id}")
+    thread.start()
+    return thread, errors

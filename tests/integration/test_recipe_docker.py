@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 import time
 import uuid
 
@@ -13,7 +12,7 @@ import pytest
 
 from dss_airflow.errors import ExecutionError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-from tests.helpers import BASE_CONFIG, fake_context, make_project, write_config
+from tests.helpers import BASE_CONFIG, execute_in_background, fake_context, make_project, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -122,16 +121,7 @@ def test_files_left_in_the_working_directory_are_reported(config_dir):
 def test_on_kill_removes_the_container(config_dir, docker_client):
     dag_id = f"dag-{uuid.uuid4().hex[:8]}"
     op = operator(config_dir, "recipes/sleeps.py", outputs=["out"])
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            op.execute(fake_context(dag_id=dag_id))
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = execute_in_background(op, fake_context(dag_id=dag_id))
     deadline = time.monotonic() + 60
     while not containers_of(docker_client, dag_id) and time.monotonic() < deadline:
         time.sleep(0.2)

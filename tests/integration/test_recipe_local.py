@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from dss_airflow.backends.local import READY_MARKER, LocalBackend
 from dss_airflow.errors import ExecutionError, PermissionDeniedError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-from tests.helpers import BASE_CONFIG, fake_context, make_project, write_config
+from tests.helpers import BASE_CONFIG, execute_in_background, fake_context, make_project, write_config
 
 
 @pytest.fixture
@@ -96,16 +95,7 @@ def test_on_kill_stops_the_local_recipe_process_group(config_dir):
         outputs=["out"],
         config_dir=str(config_dir),
     )
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            op.execute(fake_context())
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
+    thread, errors = execute_in_background(op, fake_context())
     deadline = time.monotonic() + 60
     while not isinstance(op._backend, LocalBackend) or op._backend._process is None:
         assert time.monotonic() < deadline, "the recipe process never started"
