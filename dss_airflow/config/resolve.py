@@ -44,8 +44,14 @@ class ResolvedExecution:
 
 
 def is_templated(value: object) -> bool:
-    """True for a Jinja string that only has a value once Airflow renders it at run time."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
+    """True when a value (or any string inside a list/dict) is Jinja that Airflow renders at run time."""
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, dict):
+        return any(is_templated(key) or is_templated(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return any(is_templated(item) for item in value)
+    return False
 
 
 def select_project(catalog: Catalog, project: str | None) -> str:

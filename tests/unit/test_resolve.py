@@ -50,3 +50,20 @@ def test_trigger_form_choices_hide_forbidden_configs(tmp_path):
     choices = execution_config_choices(str(tmp_path), project="demo")
     assert choices == ["inherit", "docker-small", "k8s", "local"]
     assert "docker-restricted" in execution_config_choices(str(tmp_path))
+
+
+def test_templated_folder_refs_are_checked_at_run_time_only(tmp_path):
+    from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+    from tests.helpers import make_project
+
+    write_config(tmp_path, {"c.yaml": BASE_CONFIG})
+    make_project(tmp_path, {"recipes/r.py": "pass\n"})
+    op = DSSContainerRecipeOperator(
+        task_id="t",
+        recipe="recipes/r.py",
+        execution_config="local",
+        inputs={"x": "{{ params.folder }}/file.csv"},
+        outputs=["{{ params.out }}"],
+        config_dir=str(tmp_path),
+    )
+    assert op.inputs == {"x": "{{ params.folder }}/file.csv"}
