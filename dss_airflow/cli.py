@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dss_airflow.errors import DSSAirflowError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from dss_airflow.images.builder import ImageService
 
 
 def _config_validate(config_dir: Path | None) -> int:
@@ -51,6 +57,111 @@ def _config_show(config_dir: Path | None) -> int:
     return 0
 
 
+def _progress_printer(quiet_logs: bool) -> Callable[[str, str, str], None]:
+    """Progress for people: one coloured line per step, build logs streamed dimmed (unless --quiet)."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    styles = {
+        "building": "bold cyan",
+        "built": "green",
+        "switched": "bold green",
+        "failed": "bold red",
+        "reused": "green",
+        "cached": "green",
+        "smoke": "magenta",
+        "pushing": "cyan",
+        "removed": "yellow",
+    }
+
+    def show(event: str, subject: str, message: str) -> None:
+        if event == "log":
+            if not quiet_logs:
+                console.print(f"  [dim]{subject} | {message}[/dim]", markup=True, soft_wrap=True)
+            return
+        style = styles.get(event, "white")
+        console.print(f"[{style}]{event:>9}[/{style}] {subject}: {message}", soft_wrap=True)
+
+    return show
+
+
+def _images(args: argparse.Namespace) -> int:
+    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.images.builder import ImageService
+
+    catalog = get_catalog(args.config_dir)
+    service = ImageService(catalog, progress=_progress_printer(getattr(args, "quiet", False)))
+    handlers = {
+        "plan": _images_plan,
+        "build": _images_build,
+        "build-base": lambda s, a: _build_bases(s, a.names or sorted(catalog.base_images), a.force),
+        "status": _images_status,
+        "rollback": _images_rollback,
+    }
+    return handlers[args.command](service, args)
+
+
+def _images_plan(service: ImageService, args: argparse.Namespace) -> int:
+    plan = service.plan(args.envs or None, args.config)
+    for item in plan:
+        reasons = "; ".join(item.reasons)
+        tag = f" -> {item.tag}" if item.tag else ""
+        print(f"{item.action:>10}  {item.target}{tag}" + (f"  ({reasons})" if reasons else ""))
+    counts = {
+        action: sum(item.action == action for item in plan) for action in ("build", "up to date", "blocked")
+    }
+    print(", ".join(f"{n} {action}" for action, n in counts.items()))
+    return 0
+
+
+def _images_build(service: ImageService, args: argparse.Namespace) -> int:
+    envs = args.envs or None
+    if not envs and not args.all:
+        print("name the code envs to build, or --all", file=sys.stderr)
+        return 2
+    if args.base:
+        targets = service.targets(envs, args.config)
+        bases = sorted({service.base_name_of(t.config) for t in targets})
+        _build_bases(service, [b for b in bases if service.catalog.base_images[b].buildable], args.force)
+    report = service.build(envs, args.config, force=args.force, refresh=args.refresh, jobs=args.jobs)
+    print(
+        f"built {len(report.built)}, reused {len(report.reused)}, switched {len(report.switched)}, "
+        f"up to date {len(report.up_to_date)}, failed {len(report.failed)}"
+    )
+    for target, error in report.failed.items():
+        print(f"FAILED {target}: {error}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+def _images_status(service: ImageService, args: argparse.Namespace) -> int:
+    for env in args.envs or sorted(service.catalog.code_envs):
+        for config, state in sorted(service.ledger.read(env).items()):
+            if args.config and config not in args.config:
+                continue
+            current = state.current.image if state.current else "-"
+            line = f"{env}/{config}: {state.status}; current {current}; {len(state.previous)} previous"
+            if state.last_error:
+                line += f"; last error: {state.last_error.splitlines()[0]}"
+            if state.last_log:
+                line += f"; log {state.last_log}"
+            print(line)
+    return 0
+
+
+def _images_rollback(service: ImageService, args: argparse.Namespace) -> int:
+    for target, record in service.rollback(args.env, args.config).items():
+        print(f"{target}: now runs {record.image} (built {record.built_at})")
+    return 0
+
+
+def _build_bases(service: ImageService, names: list[str], force: bool) -> int:
+    from dss_airflow.images.base import build_base_image
+
+    for name in names:
+        build_base_image(service.catalog, name, force=force, progress=service.progress)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dss-airflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="group", required=True)
@@ -60,8 +171,37 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in subcommands:
         sub = config_commands.add_parser(name, help=help_text)
         sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+    images = commands.add_parser("images", help="code-env and base images")
+    image_commands = images.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("plan", "what a build would do, and why"),
+        ("build", "build, smoke-test and switch code-env images"),
+        ("build-base", "build base images"),
+        ("status", "current and previous images, last build"),
+        ("rollback", "make the previous image current again"),
+    ):
+        sub = image_commands.add_parser(name, help=help_text)
+        sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+        if name == "rollback":
+            sub.add_argument("env")
+        elif name == "build-base":
+            sub.add_argument("names", nargs="*", help="base images (default: all buildable)")
+        else:
+            sub.add_argument("envs", nargs="*", help="code envs (default: all)")
+        if name != "build-base":
+            sub.add_argument("--config", action="append", help="execution config (repeatable)")
+        if name in ("build", "build-base"):
+            sub.add_argument("--force", action="store_true", help="rebuild even when up to date")
+        if name == "build":
+            sub.add_argument("--all", action="store_true", help="every code env")
+            sub.add_argument("--base", action="store_true", help="build the base images first")
+            sub.add_argument("--refresh", action="store_true", help="re-resolve package locks")
+            sub.add_argument("--jobs", type=int, default=2, help="concurrent builds (default 2)")
+            sub.add_argument("--quiet", action="store_true", help="do not stream build logs")
     args = parser.parse_args(argv)
     try:
+        if args.group == "images":
+            return _images(args)
         if args.command == "validate":
             return _config_validate(args.config_dir)
         return _config_show(args.config_dir)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
 ENV_CACHE_DIR = "DSS_AIRFLOW_CACHE"
+ENV_STATE_DIR = "DSS_AIRFLOW_STATE"
 
 
 def _airflow_option(key: str) -> str | None:
@@ -33,3 +34,13 @@ def cache_dir() -> Path:
     explicit = os.environ.get(ENV_CACHE_DIR) or _airflow_option("cache_dir")
     base = Path(explicit) if explicit else Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "dss-airflow"
     return base.expanduser().resolve()
+
+
+def state_dir() -> Path:
+    """Durable state (image build ledger, locks, build logs): ``$DSS_AIRFLOW_STATE`` >
+    ``[dss_airflow] state_dir`` > ``$AIRFLOW_HOME/dss_airflow_state``. Share it between workers."""
+    explicit = os.environ.get(ENV_STATE_DIR) or _airflow_option("state_dir")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    airflow_home = os.environ.get("AIRFLOW_HOME", "~/airflow")
+    return (Path(airflow_home).expanduser() / "dss_airflow_state").resolve()

@@ -21,7 +21,7 @@ say_ok() {
     echo "ensure-docker: engine ready ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
 }
 
-if docker_ok && { [ "$(id -u)" -ne 0 ] || command -v debootstrap >/dev/null 2>&1; }; then
+if docker_ok && { [ "$(id -u)" -ne 0 ] || { command -v debootstrap && command -v docker-registry; } >/dev/null 2>&1; }; then
     say_ok
     exit 0
 fi
@@ -70,6 +70,7 @@ apt_install() {
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)  # registry tests, on loopback
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 fi

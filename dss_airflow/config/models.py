@@ -251,6 +251,21 @@ EXECUTION_CONFIG_TYPES: dict[
 }
 
 
+class CodeEnvResources(StrictModel):
+    """DSS's resources directory modes: copy a directory into the image, or run an init script at build."""
+
+    mode: Literal["none", "copy", "init_script"] = "none"
+    path: str | None = Field(
+        default=None, description="Directory (copy) or script (init_script), config-relative"
+    )
+
+    @model_validator(mode="after")
+    def _path_for_mode(self) -> CodeEnvResources:
+        if self.mode != "none" and not self.path:
+            raise ValueError(f"resources mode {self.mode!r} needs a 'path'")
+        return self
+
+
 class CodeEnv(StrictModel):
     """A managed Python (and optionally R) environment: a package list turned into a venv or an image."""
 
@@ -264,6 +279,7 @@ class CodeEnv(StrictModel):
     managed: bool = Field(default=True, description="False for an external env (conda path, system python)")
     external_path: str | None = None
     pythonpath: list[str] = Field(default_factory=list, description="Extra PYTHONPATH entries (local only)")
+    resources: CodeEnvResources = Field(default_factory=CodeEnvResources)
     description: str = ""
 
     @model_validator(mode="after")
@@ -278,11 +294,51 @@ class CodeEnv(StrictModel):
         return self.build_for == "all" or execution_config in self.build_for
 
 
-class BaseImage(StrictModel):
-    """A base image that code-env images are built on."""
+class BootstrapSpec(StrictModel):
+    """Air-gapped base image: a Debian rootfs from the host's apt mirror (debootstrap + docker import)."""
 
-    image: str = Field(description="Image reference (repository:tag) of the built base image")
+    suite: str = "bookworm"
+    packages: list[str] = Field(default_factory=lambda: ["python3", "python3-venv", "ca-certificates"])
+
+
+class BaseImage(StrictModel):
+    """A base image that code-env images are built on, and how to build it (DSS's build-base-image)."""
+
+    image: str = Field(description="Image reference (repository:tag) the base image is built under")
     description: str = ""
+    bootstrap: BootstrapSpec | None = Field(default=None, description="Build air-gapped from Debian packages")
+    from_image: str | None = Field(
+        default=None, alias="from", description="Build from an upstream image, e.g. python:3.11-slim"
+    )
+    system_packages: list[str] = Field(default_factory=list, description="Extra Debian packages (apt)")
+    dockerfile_prepend: str | None = Field(default=None, description="Fragment file placed right after FROM")
+    dockerfile_append: str | None = Field(default=None, description="Fragment file placed at the end")
+    ca_bundle: str | None = Field(
+        default="/etc/ssl/certs/ca-certificates.crt",
+        description="CA bundle copied in and trusted (corporate TLS proxy); null to keep the image's own",
+    )
+    pip_index_url: str | None = Field(
+        default=None, description="Package index for code envs (no credentials)"
+    )
+    python: str = Field(default="/usr/bin/python3", description="Interpreter code envs are created from")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BaseImage:
+        if self.bootstrap is not None and self.from_image is not None:
+            raise ValueError("give either 'bootstrap' (air-gapped) or 'from' (an upstream image), not both")
+        if self.pip_index_url and "@" in self.pip_index_url:
+            raise ValueError(
+                "pip_index_url must not contain credentials; use a netrc or an Airflow connection"
+            )
+        for package in self.system_packages:
+            if not re.match(r"^[a-z0-9][a-z0-9+.-]*$", package):
+                raise ValueError(f"{package!r} is not a Debian package name")
+        return self
+
+    @property
+    def buildable(self) -> bool:
+        """False for an image that is only referenced (built elsewhere, e.g. by a corporate pipeline)."""
+        return self.bootstrap is not None or self.from_image is not None
 
 
 class ManagedFolder(StrictModel):

@@ -1,8 +1,9 @@
 """Which image a (code env, execution config) pair runs in, decided at execute time.
 
-A code env without packages runs on its execution config's base image as is. An env with packages needs
-a code-env image built from its package list (``dss-airflow images build ENV``); until one exists the
-task fails with a message that names the build command (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
+The ledger's *current* image of the pair wins (read once when the task starts, so a rebuild that switches
+the pointer mid-run never changes a running task's image). A code env without packages, resources or R
+packages that was never built runs on its execution config's base image as is. Otherwise the task fails
+with the command that builds the image (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
 from dss_airflow.errors import ImageNotBuiltError
+from dss_airflow.images.ledger import Ledger
 from dss_airflow.spec import ImageRef
 
 if TYPE_CHECKING:
@@ -18,15 +20,21 @@ if TYPE_CHECKING:
     from dss_airflow.config.resolve import ResolvedExecution
 
 
-def image_for(catalog: Catalog, resolved: ResolvedExecution) -> ImageRef:
+def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | None = None) -> ImageRef:
+    from dss_airflow.settings import state_dir
+
     config = resolved.execution_config
     if not isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
         raise TypeError(f"execution config {resolved.execution_config_name!r} does not run containers")
+    state = (ledger or Ledger(state_dir())).pair(resolved.code_env_name, resolved.execution_config_name)
+    if state.current is not None:
+        return ImageRef(image=state.current.image, python=state.current.python)
     env = resolved.code_env
-    if env.packages or env.requirements_file or env.r_packages:
+    if env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none":
+        detail = f" (last build failed: {state.last_error})" if state.last_error else ""
         raise ImageNotBuiltError(
             f"no image is built for code env {resolved.code_env_name!r} on execution config "
-            f"{resolved.execution_config_name!r}: build it with "
+            f"{resolved.execution_config_name!r}{detail}: build it with "
             f"`dss-airflow images build {resolved.code_env_name} --config {resolved.execution_config_name}`"
         )
     return ImageRef(image=catalog.base_images[config.base_image].image)

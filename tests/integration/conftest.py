@@ -75,3 +75,60 @@ def base_image(docker_engine: None) -> str:
     except BootstrapUnavailableError as exc:  # not root / no debootstrap / no mirror: environment, not a bug
         _unavailable(f"cannot bootstrap the base image {tag}: {exc}")
     return tag
+
+
+@pytest.fixture(scope="session")
+def registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real image registry (Debian's docker-registry) on loopback, with htpasswd authentication."""
+    import shutil
+    import socket
+    import time
+    import urllib.error
+    import urllib.request
+
+    import bcrypt
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        _unavailable("docker-registry is not installed (scripts/ensure-docker.sh installs it as root)")
+    root = tmp_path_factory.mktemp("registry")
+    password = "test-only-" + os.urandom(6).hex()
+    (root / "htpasswd").write_bytes(
+        b"dss:" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)) + b"\n"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (root / "config.yml").write_text(
+        f"""version: 0.1
+storage:
+  filesystem: {{rootdirectory: {root / "data"}}}
+  delete: {{enabled: true}}
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  htpasswd: {{realm: dss-test, path: {root / "htpasswd"}}}
+"""
+    )
+    log = (root / "registry.log").open("wb")
+    process = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log, stderr=log)
+    url = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{url}/v2/", timeout=1)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:  # up, and asking for credentials as configured
+                break
+        except OSError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            _unavailable(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    try:
+        yield {"url": url, "login": "dss", "password": password}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()

@@ -1,0 +1,121 @@
+"""Build the base images named in the config (``dss-airflow images build-base``).
+
+``bootstrap:`` builds air-gapped from the host's Debian mirror; ``from:`` builds a Dockerfile on an
+upstream image. Both are cached by a content hash label, so a rebuild with nothing changed is a no-op, and
+a failed build leaves the previous image under the tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dss_airflow.config.loader import _resolve_path
+from dss_airflow.errors import DSSAirflowError
+from dss_airflow.images.dockerfile import base_dockerfile
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.models import BaseImage
+    from dss_airflow.images.builder import ProgressCallback
+
+HASH_LABEL = "dss_airflow.base_hash"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+
+def _fragment(catalog: Catalog, path: str | None) -> str | None:
+    return _resolve_path(catalog.config_dir, path).read_text(encoding="utf-8") if path else None
+
+
+def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None) -> str:
+    assert base.from_image is not None
+    return base_dockerfile(
+        from_image=base.from_image,
+        system_packages=base.system_packages,
+        prepend=_fragment(catalog, base.dockerfile_prepend),
+        append=_fragment(catalog, base.dockerfile_append),
+        with_ca_bundle=ca is not None,
+    )
+
+
+def build_base_image(
+    catalog: Catalog,
+    name: str,
+    *,
+    docker_url: str | None = None,
+    force: bool = False,
+    progress: ProgressCallback,
+) -> str:
+    """Build (or find cached) one base image; returns its image id."""
+    base: BaseImage = catalog.lookup("base_images", name, field="base_image")
+    if not base.buildable:
+        raise DSSAirflowError(
+            f"base image {name!r} ({base.image}) has neither 'bootstrap' nor 'from': built elsewhere"
+        )
+    ca_path = Path(base.ca_bundle) if base.ca_bundle else None
+    if base.bootstrap is not None:
+        from dss_airflow.images.bootstrap import BootstrapRecipe, build_bootstrap_base_image
+
+        recipe = BootstrapRecipe(
+            suite=base.bootstrap.suite,
+            packages=tuple(base.bootstrap.packages + base.system_packages),
+            ca_bundle=ca_path,
+        )
+        progress("building", base.image, f"bootstrap {recipe.suite} ({', '.join(recipe.packages)})")
+        image_id = build_bootstrap_base_image(base.image, recipe, docker_url=docker_url, force=force)
+        progress("built", base.image, image_id)
+        return image_id
+    return _build_from_dockerfile(
+        catalog, base, ca_path, docker_url=docker_url, force=force, progress=progress
+    )
+
+
+def _build_from_dockerfile(
+    catalog: Catalog,
+    base: BaseImage,
+    ca_path: Path | None,
+    *,
+    docker_url: str | None,
+    force: bool,
+    progress: ProgressCallback,
+) -> str:
+    import docker.errors
+    from airflow.providers.docker.hooks.docker import DockerHook
+
+    ca = ca_path.read_bytes() if ca_path and ca_path.is_file() else None
+    dockerfile = _dockerfile_of(catalog, base, ca)
+    content_hash = hashlib.sha256((dockerfile + hashlib.sha256(ca or b"").hexdigest()).encode()).hexdigest()
+    api = DockerHook(docker_conn_id=None, base_url=docker_url or DEFAULT_DOCKER_HOST, version="auto").api_client
+    if not force:
+        try:
+            if api.inspect_image(base.image)["Config"]["Labels"].get(HASH_LABEL) == content_hash:
+                progress("cached", base.image, "up to date")
+                return str(api.inspect_image(base.image)["Id"])
+        except docker.errors.ImageNotFound:
+            pass
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        files = {"Dockerfile": dockerfile.encode(), **({"ca-bundle.crt": ca} if ca else {})}
+        for filename, data in files.items():
+            info = tarfile.TarInfo(filename)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    progress("building", base.image, f"FROM {base.from_image}")
+    image_id = None
+    for event in api.build(
+        fileobj=context, custom_context=True, tag=base.image, rm=True, forcerm=True, decode=True,
+        labels={HASH_LABEL: content_hash, "dss_airflow.kind": "base"},
+    ):  # fmt: skip
+        if "stream" in event and event["stream"].strip():
+            progress("log", base.image, event["stream"].rstrip())
+        if "error" in event:
+            raise DSSAirflowError(f"building base image {base.image} failed: {event['error']}")
+        if "aux" in event and "ID" in event["aux"]:
+            image_id = event["aux"]["ID"]
+    progress("built", base.image, json.dumps(image_id))
+    return str(image_id or api.inspect_image(base.image)["Id"])

@@ -1,0 +1,566 @@
+"""Code-env images: plan, build, smoke-test, push, switch, roll back, garbage-collect.
+
+The one build path, used by the CLI, the rebuild operator and the sensor:
+
+1. resolve the env's lock (cached per spec), read the base image's digest on the target daemon;
+2. the build hash names the image (``dss-code-envs:<env>-<hash12>``): identical hashes are built once,
+   whatever number of execution configs share them, and an existing image with that hash is reused;
+3. build in a throw-away builder container (uv and its cache mounted) and ``docker commit`` the result;
+4. smoke-test the new image (import every package, ``pip check``) before anything points at it;
+5. push to the config's registry when it has one (credentials from an Airflow connection), run by digest;
+6. switch the (env, config) "current" pointer atomically in the ledger, keep the previous N for rollback,
+   and remove older images.
+
+A failure at any step leaves the previous image current and records the error and the build log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dss_airflow.config.loader import Catalog, _resolve_path
+from dss_airflow.config.models import (
+    BaseImage,
+    CodeEnv,
+    DockerExecutionConfig,
+    KubernetesExecutionConfig,
+)
+from dss_airflow.errors import DSSAirflowError
+from dss_airflow.images.envbuild import (
+    CACHE_IN_BUILDER,
+    CONTEXT_IN_BUILDER,
+    ENV_PYTHON,
+    UV_IN_BUILDER,
+    commit_changes,
+    install_script,
+)
+from dss_airflow.images.identity import (
+    TEMPLATE_VERSION,
+    BuildInputs,
+    Lock,
+    cached_lock,
+    image_tag,
+    resolve_lock,
+    tree_digest,
+)
+from dss_airflow.images.ledger import ImageRecord, Ledger, PairState, now, switch_current
+from dss_airflow.spec import HOST_RUNTIME_DIR, RUNTIME_DIR
+
+if TYPE_CHECKING:
+    import docker
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL = 30
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+ContainerConfig = DockerExecutionConfig | KubernetesExecutionConfig
+#: (event, "env/config" or image tag, message): build progress for the CLI and the task log.
+ProgressCallback = Callable[[str, str, str], None]
+
+
+class ImageBuildFailed(DSSAirflowError):
+    """A code-env image could not be built, smoke-tested or pushed; the previous image stays current."""
+
+    def __init__(self, message: str, *, log_tail: Sequence[str] = (), log_file: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_tail = list(log_tail)
+        self.log_file = log_file
+
+
+@dataclass(frozen=True)
+class Target:
+    """One (code env, execution config) pair that needs an image."""
+
+    env: str
+    config: str
+
+    def __str__(self) -> str:
+        return f"{self.env}/{self.config}"
+
+
+@dataclass
+class PlanItem:
+    """What ``images build`` would do for a pair, and why."""
+
+    target: Target
+    action: str  # "build" | "up to date" | "blocked"
+    reasons: list[str] = field(default_factory=list)
+    build_hash: str | None = None
+    tag: str | None = None
+
+
+@dataclass
+class BuildReport:
+    """Outcome of ``build``: what was built (once per hash), reused, switched, and what failed."""
+
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    switched: list[Target] = field(default_factory=list)
+    up_to_date: list[Target] = field(default_factory=list)
+    failed: dict[Target, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def _docker_api(docker_host: str) -> docker.APIClient:
+    from airflow.providers.docker.hooks.docker import DockerHook
+
+    return DockerHook(docker_conn_id=None, base_url=docker_host, version="auto", timeout=600).api_client
+
+
+class ImageService:
+    """Code-env images of one catalog, with its ledger; cheap to create (Docker clients are lazy)."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        ledger: Ledger | None = None,
+        *,
+        progress: ProgressCallback | None = None,
+        uv_cache: Path | None = None,
+    ) -> None:
+        from dss_airflow.settings import cache_dir, state_dir
+
+        self.catalog = catalog
+        self.ledger = ledger or Ledger(state_dir())
+        self.progress = progress or (
+            lambda event, subject, message: log.info("%s %s: %s", event, subject, message)
+        )
+        self.uv_cache = uv_cache or cache_dir() / "uv"
+        self._clients: dict[str, docker.APIClient] = {}
+        self._digests: dict[tuple[str, str], str | None] = {}
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------------------------- helpers
+    def client(self, docker_host: str) -> docker.APIClient:
+        with self._lock:
+            if docker_host not in self._clients:
+                self._clients[docker_host] = _docker_api(docker_host)
+            return self._clients[docker_host]
+
+    def _config(self, name: str) -> ContainerConfig:
+        config = self.catalog.execution_configs[name]
+        assert isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig)
+        return config
+
+    def daemon_of(self, config_name: str) -> str:
+        """The daemon that builds for a config: its own for docker, the local one for kubernetes."""
+        config = self._config(config_name)
+        return config.docker_host if isinstance(config, DockerExecutionConfig) else DEFAULT_DOCKER_HOST
+
+    def base_name_of(self, config_name: str) -> str:
+        return self._config(config_name).base_image
+
+    def base_of(self, config_name: str) -> BaseImage:
+        return self.catalog.base_images[self.base_name_of(config_name)]
+
+    def base_digest(self, config_name: str) -> str | None:
+        """Digest (image id) of the config's base image on its daemon; one lookup per (daemon, image)."""
+        import docker.errors
+
+        key = (self.daemon_of(config_name), self.base_of(config_name).image)
+        if key not in self._digests:
+            try:
+                self._digests[key] = str(self.client(key[0]).inspect_image(key[1])["Id"])
+            except docker.errors.ImageNotFound:
+                self._digests[key] = None
+        return self._digests[key]
+
+    def targets(
+        self, envs: Iterable[str] | None = None, configs: Iterable[str] | None = None
+    ) -> list[Target]:
+        """Pairs that need images: container configs each env is built for (``build_for``)."""
+        env_names = list(envs) if envs is not None else sorted(self.catalog.code_envs)
+        config_names = list(configs) if configs is not None else sorted(self.catalog.execution_configs)
+        for name in env_names:
+            self.catalog.lookup("code_envs", name, field="env")
+        for name in config_names:
+            self.catalog.lookup("execution_configs", name, field="config")
+        return [
+            Target(env, config)
+            for env in env_names
+            for config in config_names
+            if self.catalog.execution_configs[config].is_container
+            and self.catalog.code_envs[env].managed
+            and self.catalog.code_envs[env].builds_for(config)
+        ]
+
+    def _resources(self, env: CodeEnv) -> tuple[Path | None, str | None]:
+        if env.resources.mode == "none" or env.resources.path is None:
+            return None, None
+        path = _resolve_path(self.catalog.config_dir, env.resources.path)
+        if not path.exists():
+            raise ImageBuildFailed(f"resources path {path} does not exist")
+        return path, tree_digest(path)
+
+    def _inputs(self, target: Target, lock: Lock, base_digest: str) -> BuildInputs:
+        env = self.catalog.code_envs[target.env]
+        _, resources_digest = self._resources(env)
+        return BuildInputs(
+            base_digest=base_digest,
+            lock_sha256=lock.sha256,
+            r_packages=tuple(env.r_packages),
+            resources_mode=env.resources.mode,
+            resources_digest=resources_digest,
+        )
+
+    def _blocked(self, target: Target) -> str | None:
+        config = self._config(target.config)
+        if isinstance(config, KubernetesExecutionConfig) and config.registry is None:
+            return "kubernetes config without a registry: the cluster could not pull the image"
+        if self.base_digest(target.config) is None:
+            base = self.base_of(target.config)
+            return f"base image {base.image} is not built: run `dss-airflow images build-base`"
+        return None
+
+    # -------------------------------------------------------------------------------------- plan
+    def plan(self, envs: Iterable[str] | None = None, configs: Iterable[str] | None = None) -> list[PlanItem]:
+        """What a build would do, and why; reads the ledger and base digests only (no build, no network)."""
+        items: list[PlanItem] = []
+        records = {env: self.ledger.read(env) for env in {t.env for t in self.targets(envs, configs)}}
+        for target in self.targets(envs, configs):
+            blocked = self._blocked(target)
+            if blocked:
+                items.append(PlanItem(target, "blocked", [blocked]))
+                continue
+            env = self.catalog.code_envs[target.env]
+            requirements = self.catalog.requirements(target.env)
+            current = records[target.env].get(target.config, PairState()).current
+            lock = cached_lock(requirements, python=env.python, locks_dir=self.ledger.locks)
+            if lock is None or (current is not None and current.spec_hash != lock.spec_hash):
+                reasons = ["never built"] if current is None else ["package list changed"]
+                items.append(PlanItem(target, "build", reasons))
+                continue
+            inputs = self._inputs(target, lock, str(self.base_digest(target.config)))
+            build_hash = inputs.build_hash()
+            if current is not None and current.build_hash == build_hash:
+                items.append(PlanItem(target, "up to date", [], build_hash, current.tag))
+                continue
+            reasons = inputs.changes_from(current.inputs() if current else None)
+            items.append(PlanItem(target, "build", reasons, build_hash, image_tag(target.env, build_hash)))
+        return items
+
+    # ------------------------------------------------------------------------------------- build
+    def build(
+        self,
+        envs: Iterable[str] | None = None,
+        configs: Iterable[str] | None = None,
+        *,
+        force: bool = False,
+        refresh: bool = False,
+        jobs: int = 2,
+    ) -> BuildReport:
+        """Bring every pair up to date; builds each distinct image once, ``jobs`` at a time."""
+        report = BuildReport()
+        groups: dict[tuple[str, str], list[tuple[Target, Lock, BuildInputs]]] = {}
+        for target in self.targets(envs, configs):
+            try:
+                blocked = self._blocked(target)
+                if blocked:
+                    raise ImageBuildFailed(blocked)
+                env = self.catalog.code_envs[target.env]
+                base = self.base_of(target.config)
+                lock = resolve_lock(
+                    self.catalog.requirements(target.env),
+                    python=env.python,
+                    locks_dir=self.ledger.locks,
+                    index_url=base.pip_index_url,
+                    refresh=refresh,
+                )
+                inputs = self._inputs(target, lock, str(self.base_digest(target.config)))
+            except DSSAirflowError as exc:
+                self._record_failure(target, str(exc), None)
+                report.failed[target] = str(exc)
+                continue
+            current = self.ledger.pair(target.env, target.config).current
+            if current is not None and current.build_hash == inputs.build_hash() and not force:
+                report.up_to_date.append(target)
+                continue
+            key = (self.daemon_of(target.config), inputs.build_hash())
+            groups.setdefault(key, []).append((target, lock, inputs))
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="dss-image-build") as pool:
+            futures = [pool.submit(self._build_group, members, force, report) for members in groups.values()]
+            for future in futures:
+                future.result()
+        return report
+
+    def _build_group(
+        self, members: list[tuple[Target, Lock, BuildInputs]], force: bool, report: BuildReport
+    ) -> None:
+        target, lock, inputs = members[0]
+        build_hash = inputs.build_hash()
+        tag = image_tag(target.env, build_hash)
+        log_file = self.ledger.logs / f"{target.env}-{build_hash[:12]}.log"
+        try:
+            with self.ledger.build_lock(build_hash):
+                image_id, built = self._ensure_image(target, lock, inputs, tag, log_file, force)
+            (report.built if built else report.reused).append(tag)
+            for member, _, _ in members:
+                try:
+                    image = self._publish(member, tag, image_id)
+                    record = ImageRecord(
+                        image=image,
+                        tag=tag,
+                        image_id=image_id,
+                        build_hash=build_hash,
+                        spec_hash=lock.spec_hash,
+                        lock_sha256=lock.sha256,
+                        base_digest=inputs.base_digest,
+                        resources_mode=inputs.resources_mode,
+                        resources_digest=inputs.resources_digest,
+                        r_packages=inputs.r_packages,
+                        template_version=TEMPLATE_VERSION,
+                        python=ENV_PYTHON,
+                        built_at=now(),
+                    )
+                    self._switch(member, record, log_file)
+                    report.switched.append(member)
+                    self.progress("switched", str(member), f"now runs {image}")
+                except DSSAirflowError as exc:
+                    self._record_failure(member, str(exc), log_file)
+                    report.failed[member] = str(exc)
+        except ImageBuildFailed as exc:
+            for member, _, _ in members:
+                self._record_failure(member, str(exc), log_file)
+                report.failed[member] = str(exc)
+            self.progress("failed", tag, str(exc))
+
+    def _ensure_image(
+        self, target: Target, lock: Lock, inputs: BuildInputs, tag: str, log_file: Path, force: bool
+    ) -> tuple[str, bool]:
+        """(image id, built now): an image already carrying this build hash is reused."""
+        import docker.errors
+
+        api = self.client(self.daemon_of(target.config))
+        if not force:
+            try:
+                existing = api.inspect_image(tag)
+                if existing["Config"]["Labels"].get("dss_airflow.build_hash") == inputs.build_hash():
+                    self.progress("reused", tag, "an image with this build hash exists")
+                    return str(existing["Id"]), False
+            except docker.errors.ImageNotFound:
+                pass
+        started = time.monotonic()
+        self.progress(
+            "building", tag, f"{target.env}: {len(lock.distributions)} packages on {inputs.base_digest[:19]}"
+        )
+        image_id = self._run_builder(target, lock, inputs, tag, log_file)
+        try:
+            self._smoke_test(api, image_id, tag, log_file)
+        except ImageBuildFailed:
+            api.remove_image(tag, force=True)
+            raise
+        self.progress("built", tag, f"in {time.monotonic() - started:.1f}s")
+        return image_id, True
+
+    def _run_builder(self, target: Target, lock: Lock, inputs: BuildInputs, tag: str, log_file: Path) -> str:
+        from docker.types import Mount
+        from uv import find_uv_bin
+
+        env = self.catalog.code_envs[target.env]
+        base = self.base_of(target.config)
+        api = self.client(self.daemon_of(target.config))
+        base_config = api.inspect_image(inputs.base_digest)["Config"]
+        resources_path, _ = self._resources(env)
+        self.uv_cache.mkdir(parents=True, exist_ok=True)
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dss-env-build-") as context_dir:
+            context = Path(context_dir)
+            (context / "requirements.lock").write_text(lock.text, encoding="utf-8")
+            init_name = None
+            if resources_path is not None and env.resources.mode == "copy":
+                shutil.copytree(resources_path, context / "resources", symlinks=True)
+            elif resources_path is not None:
+                init_name = resources_path.name
+                shutil.copy2(resources_path, context / init_name)
+            os.chmod(context, 0o755)
+            script = install_script(
+                base_python=base.python,
+                resources_mode=env.resources.mode,
+                init_script_name=init_name,
+                r_packages=env.r_packages,
+                index_url=base.pip_index_url,
+            )
+            container = api.create_container(
+                image=inputs.base_digest,
+                command=["sh", "-c", script],
+                user="0",
+                labels={"dss_airflow.kind": "builder", "dss_airflow.code_env": target.env},
+                host_config=api.create_host_config(
+                    mounts=[
+                        Mount(UV_IN_BUILDER, str(find_uv_bin()), type="bind", read_only=True),
+                        Mount(CACHE_IN_BUILDER, str(self.uv_cache), type="bind"),
+                        Mount(CONTEXT_IN_BUILDER, str(context), type="bind", read_only=True),
+                    ],
+                    init=True,
+                ),
+            )
+            try:
+                api.start(container["Id"])
+                lines = self._stream_logs(api, container["Id"], tag, log_file)
+                code = api.wait(container["Id"])["StatusCode"]
+                if code != 0:
+                    raise ImageBuildFailed(
+                        f"building {tag} failed (exit code {code}); last lines:\n"
+                        + "\n".join(lines[-LOG_TAIL:]),
+                        log_tail=lines[-LOG_TAIL:],
+                        log_file=log_file,
+                    )
+                labels = {
+                    "dss_airflow.kind": "code-env",
+                    "dss_airflow.code_env": target.env,
+                    "dss_airflow.build_hash": inputs.build_hash(),
+                    "dss_airflow.lock_sha256": inputs.lock_sha256,
+                    "dss_airflow.spec_hash": lock.spec_hash,
+                    "dss_airflow.base_digest": inputs.base_digest,
+                    "org.opencontainers.image.base.digest": inputs.base_digest,
+                    "org.opencontainers.image.created": now(),
+                }
+                repository, _, tag_name = tag.partition(":")
+                committed = api.commit(
+                    container["Id"],
+                    repository=repository,
+                    tag=tag_name,
+                    changes=commit_changes(
+                        env_name=target.env,
+                        labels=labels,
+                        user=base_config.get("User") or "1000:1000",
+                        workdir=base_config.get("WorkingDir") or "/",
+                        with_resources=env.resources.mode != "none",
+                    ),
+                )
+                return str(committed["Id"])
+            finally:
+                api.remove_container(container["Id"], force=True)
+
+    def _stream_logs(self, api: docker.APIClient, container_id: str, tag: str, log_file: Path) -> list[str]:
+        lines: list[str] = []
+        with log_file.open("a", encoding="utf-8") as handle:
+            handle.write(f"--- build of {tag} at {now()}\n")
+            for chunk in api.logs(container_id, stream=True, follow=True):
+                for line in chunk.decode("utf-8", errors="replace").splitlines():
+                    lines.append(line)
+                    handle.write(line + "\n")
+                    self.progress("log", tag, line)
+        return lines
+
+    def _smoke_test(self, api: docker.APIClient, image_id: str, tag: str, log_file: Path) -> None:
+        from docker.types import Mount
+
+        container = api.create_container(
+            image=image_id,
+            command=[ENV_PYTHON, f"{RUNTIME_DIR}/smoke.py"],
+            host_config=api.create_host_config(
+                mounts=[Mount(RUNTIME_DIR, str(HOST_RUNTIME_DIR), type="bind", read_only=True)], init=True
+            ),
+        )
+        try:
+            api.start(container["Id"])
+            code = api.wait(container["Id"])["StatusCode"]
+            output = api.logs(container["Id"]).decode("utf-8", errors="replace").strip()
+        finally:
+            api.remove_container(container["Id"], force=True)
+        with log_file.open("a", encoding="utf-8") as handle:
+            handle.write(f"--- smoke test of {tag}: exit {code}\n{output}\n")
+        self.progress("smoke", tag, output.splitlines()[-1] if output else f"exit {code}")
+        if code != 0:
+            raise ImageBuildFailed(
+                f"smoke test of {tag} failed: {output[-2000:]}", log_tail=output.splitlines()[-LOG_TAIL:]
+            )
+
+    def _publish(self, target: Target, tag: str, image_id: str) -> str:
+        """Push to the config's registry and return repository@digest; locally, the content-hash tag."""
+        config = self._config(target.config)
+        if config.registry is None:
+            return tag  # immutable in practice: it names the build hash
+        from airflow.providers.docker.hooks.docker import DockerHook
+
+        hook = DockerHook(
+            docker_conn_id=config.registry.connection_id,
+            base_url=self.daemon_of(target.config),
+            version="auto",
+        )
+        api = hook.api_client
+        repository = f"{config.registry.url}/{tag.partition(':')[0]}"
+        tag_name = tag.partition(":")[2]
+        api.tag(image_id, repository, tag_name)
+        self.progress("pushing", tag, f"to {repository}")
+        for event in api.push(repository, tag=tag_name, stream=True, decode=True):
+            if "error" in event:
+                raise ImageBuildFailed(f"push of {tag} to {config.registry.url} failed: {event['error']}")
+        digests = [
+            d for d in api.inspect_image(image_id).get("RepoDigests", []) if d.startswith(repository + "@")
+        ]
+        if not digests:
+            raise ImageBuildFailed(f"push of {tag} to {config.registry.url} returned no digest")
+        return str(digests[0])
+
+    # ----------------------------------------------------------------------------- switch & GC
+    def _switch(self, target: Target, record: ImageRecord, log_file: Path) -> None:
+        with self.ledger.update(target.env) as pairs:
+            state = pairs.setdefault(target.config, PairState())
+            dropped = switch_current(state, record)
+            state.last_log = str(log_file)
+        self._collect(target, dropped)
+
+    def _record_failure(self, target: Target, error: str, log_file: Path | None) -> None:
+        with self.ledger.update(target.env) as pairs:
+            state = pairs.setdefault(target.config, PairState())
+            state.status, state.last_error, state.updated_at = "failed", error, now()
+            if log_file is not None:
+                state.last_log = str(log_file)
+
+    def _collect(self, target: Target, dropped: Sequence[ImageRecord]) -> None:
+        """Remove images no pair of this env uses any more (older than the kept previous ones)."""
+        import docker.errors
+
+        if not dropped:
+            return
+        in_use = {
+            record.tag
+            for state in self.ledger.read(target.env).values()
+            for record in ([state.current] if state.current else []) + state.previous
+        }
+        api = self.client(self.daemon_of(target.config))
+        for record in dropped:
+            if record.tag in in_use:
+                continue
+            try:
+                api.remove_image(record.tag)
+                self.progress("removed", record.tag, "older than the kept previous images")
+            except docker.errors.APIError as exc:  # in use by a running container: next time
+                log.info("kept %s: %s", record.tag, exc)
+
+    def rollback(self, env: str, configs: Iterable[str] | None = None) -> dict[Target, ImageRecord]:
+        """Make the most recent previous image current again (the current one becomes previous)."""
+        self.catalog.lookup("code_envs", env, field="env")
+        done: dict[Target, ImageRecord] = {}
+        with self.ledger.update(env) as pairs:
+            for config in list(configs) if configs is not None else sorted(pairs):
+                state = pairs.get(config)
+                if state is None or not state.previous:
+                    raise DSSAirflowError(f"{env}/{config}: no previous image to roll back to")
+                target_record = state.previous.pop(0)
+                if state.current is not None:
+                    state.previous.insert(0, state.current)
+                state.current = replace(target_record)
+                state.status, state.last_error, state.updated_at = "rolled back", None, now()
+                done[Target(env, config)] = target_record
+        return done
+
+
+def current_image(ledger: Ledger, env: str, config: str) -> ImageRecord | None:
+    """The image tasks of (env, config) run now; read at execute time, so in-flight tasks keep theirs."""
+    return ledger.pair(env, config).current

@@ -1,0 +1,90 @@
+"""Pure text of a code-env image build: the install script run in a builder container, and the commit.
+
+A code-env image is its base image plus one layer: a virtualenv at ``/opt/dss/env`` installed from the
+lock with uv, the lock itself, and the env's resources. The build runs in a throw-away container of the
+base image with the uv binary and a persistent uv cache *mounted*, then the container is committed: build
+tools and caches never enter the image, and a rebuild after one package change downloads one package.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+ENV_PREFIX = "/opt/dss/env"
+ENV_PYTHON = f"{ENV_PREFIX}/bin/python"
+RESOURCES_DIR = "/opt/dss/resources"
+LOCK_IN_IMAGE = "/opt/dss/requirements.lock"
+BUILD_DIR = "/opt/dss-build"  # mounted only while building
+UV_IN_BUILDER = f"{BUILD_DIR}/uv"
+CACHE_IN_BUILDER = f"{BUILD_DIR}/cache"
+CONTEXT_IN_BUILDER = f"{BUILD_DIR}/ctx"
+_R_PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*$")
+
+
+def install_script(
+    *,
+    base_python: str,
+    resources_mode: str = "none",
+    init_script_name: str | None = None,
+    r_packages: Sequence[str] = (),
+    index_url: str | None = None,
+) -> str:
+    """The shell script the builder container runs (as root); every value is shell-quoted."""
+    index = f" --index-url {shlex.quote(index_url)}" if index_url else ""
+    lines = [
+        "set -eu",
+        f"export UV_CACHE_DIR={CACHE_IN_BUILDER} UV_LINK_MODE=copy",
+        "export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1",
+        # --seed puts pip in the env: users expect it, and the smoke test runs `pip check`.
+        f"{UV_IN_BUILDER} venv --seed --python {shlex.quote(base_python)} {ENV_PREFIX}{index}",
+        # The lock is the full closure, so --no-deps: nothing is resolved at build time.
+        f"{UV_IN_BUILDER} pip install --python {ENV_PYTHON} --no-deps"
+        f" -r {CONTEXT_IN_BUILDER}/requirements.lock{index}",
+        f"cp {CONTEXT_IN_BUILDER}/requirements.lock {LOCK_IN_IMAGE}",
+    ]
+    if r_packages:
+        bad = [p for p in r_packages if not _R_PACKAGE.match(p)]
+        if bad:
+            raise ValueError(f"invalid R package names: {', '.join(bad)}")
+        vector = ", ".join(f"'{p}'" for p in r_packages)
+        lines.append(f"Rscript -e \"install.packages(c({vector}), repos='https://cloud.r-project.org')\"")
+    if resources_mode == "copy":
+        lines.append(f"cp -a {CONTEXT_IN_BUILDER}/resources {RESOURCES_DIR}")
+    elif resources_mode == "init_script":
+        if not init_script_name:
+            raise ValueError("init_script mode needs the script's file name")
+        runner = ENV_PYTHON if init_script_name.endswith(".py") else "sh"
+        script = f"{CONTEXT_IN_BUILDER}/{shlex.quote(init_script_name)}"
+        lines += [
+            f"mkdir -p {RESOURCES_DIR}",
+            f"cd {RESOURCES_DIR} && DSS_RESOURCES_DIR={RESOURCES_DIR} {runner} {script}",
+        ]
+    if resources_mode != "none":
+        lines.append(f"chmod -R a+rX {RESOURCES_DIR}")
+    lines.append(f"find {ENV_PREFIX} -name __pycache__ -prune -exec rm -rf {{}} +")
+    return "\n".join(lines) + "\n"
+
+
+def commit_changes(
+    *,
+    env_name: str,
+    labels: Mapping[str, str],
+    user: str,
+    workdir: str,
+    with_resources: bool,
+) -> list[str]:
+    """Dockerfile instructions applied by ``docker commit``: runtime env, labels, and the non-root user."""
+    env = [
+        f"ENV PATH={ENV_PREFIX}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        f"ENV VIRTUAL_ENV={ENV_PREFIX}",
+        f"ENV DSS_CODE_ENV={env_name}",
+    ]
+    if with_resources:
+        env.append(f"ENV DSS_RESOURCES_DIR={RESOURCES_DIR}")
+    label_args = " ".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    return [*env, f"LABEL {label_args}", f"USER {user}", f"WORKDIR {workdir}", f'CMD ["{ENV_PYTHON}"]']

@@ -1,0 +1,206 @@
+"""Code-env images for real: build once per hash, plan exactly what changed, smoke test, failure keeps the
+previous image, rollback, registry push with credentials from an Airflow connection, run by digest."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dss_airflow.config.loader import load_catalog
+from dss_airflow.images.builder import ImageService, Target
+from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+from tests.helpers import fake_context, make_project, write_config
+
+pytestmark = pytest.mark.docker
+
+CONFIG = """
+defaults: {{project: p, data_dir: data}}
+base_images:
+  base: {{image: "{base}", bootstrap: {{}}}}
+execution_configs:
+  d1: {{type: docker, base_image: base}}
+  d2: {{type: docker, base_image: base, resources: {{memory: 512m}}}}
+{configs}
+code_envs:
+  six: {{packages: ["six==1.16.0"]}}
+  attrs: {{packages: ["{attrs}"], build_for: [d1]}}
+{envs}
+managed_folders:
+  out: {{path: out}}
+projects:
+  p: {{root: project}}
+"""
+RECIPE = """
+import importlib, importlib.metadata, os, dss_recipe
+name = dss_recipe.params()["package"]
+importlib.import_module(name)
+resources = os.environ.get("DSS_RESOURCES_DIR")
+dss_recipe.set_result({
+    "version": importlib.metadata.version(dss_recipe.params()["distribution"]),
+    "resources": sorted(os.listdir(resources)) if resources else None,
+})
+"""
+
+
+class ConfigDir:
+    """A config directory whose YAML the test rewrites, as an admin editing package lists would."""
+
+    def __init__(self, path, base_image: str) -> None:
+        self.path = path
+        self.base_image = base_image
+        self.write()
+        make_project(path, {"recipes/check.py": RECIPE})
+
+    def write(self, attrs: str = "attrs==25.1.0", configs: str = "", envs: str = "") -> None:
+        text = CONFIG.format(base=self.base_image, attrs=attrs, configs=configs, envs=envs)
+        write_config(self.path, {"c.yaml": text})
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+@pytest.fixture
+def config_dir(tmp_path, base_image):
+    return ConfigDir(tmp_path, base_image)
+
+
+def service(config_dir: ConfigDir) -> ImageService:
+    return ImageService(load_catalog(config_dir.path))
+
+
+def run_recipe(config_dir, env: str, config: str, package: str, distribution: str) -> dict:
+    op = DSSContainerRecipeOperator(
+        task_id="check",
+        recipe="recipes/check.py",
+        code_env=env,
+        execution_config=config,
+        config_dir=str(config_dir.path),
+        recipe_params={"package": package, "distribution": distribution},
+    )
+    return op.execute(fake_context(dag_id=f"dag-{uuid.uuid4().hex[:8]}"))["result"]
+
+
+def test_build_plan_rebuild_cycle(config_dir, docker_client):
+    images = service(config_dir)
+    assert {(i.target.env, i.target.config, i.action) for i in images.plan()} == {
+        ("attrs", "d1", "build"),
+        ("six", "d1", "build"),
+        ("six", "d2", "build"),
+    }
+    first = images.build(envs=None)
+    assert first.ok, first.failed
+    # An image with the same build hash (from an earlier run on this engine) is reused, not rebuilt.
+    assert len(first.built) + len(first.reused) == 2, "six is built once for d1 and d2: same base, same lock"
+    assert sorted(map(str, first.switched)) == ["attrs/d1", "six/d1", "six/d2"]
+    record = images.ledger.pair("six", "d1").current
+    assert record is not None and record == images.ledger.pair("six", "d2").current
+    labels = docker_client.images.get(record.tag).labels
+    assert labels["dss_airflow.build_hash"] == record.build_hash
+    assert labels["dss_airflow.lock_sha256"] == record.lock_sha256
+    assert (
+        labels["org.opencontainers.image.base.digest"]
+        == docker_client.images.get(images.base_of("d1").image).id
+    )
+    assert docker_client.images.get(record.tag).attrs["Config"]["User"] == "1000:1000"
+
+    second = service(config_dir).build()
+    assert (second.built, second.switched, len(second.up_to_date)) == ([], [], 3), "nothing to do"
+
+    config_dir.write(attrs="attrs==25.3.0")
+    images = service(config_dir)
+    plan = images.plan()
+    assert [(str(i.target), i.reasons) for i in plan if i.action == "build"] == [
+        ("attrs/d1", ["package list changed"])
+    ]
+    third = images.build()
+    assert (
+        third.ok and len(third.built) + len(third.reused) == 1 and third.switched == [Target("attrs", "d1")]
+    )
+    assert [i.action for i in images.plan()] == ["up to date"] * 3
+    assert run_recipe(config_dir, "attrs", "d1", "attr", "attrs")["version"] == "25.3.0"
+
+
+def test_broken_package_list_keeps_the_previous_image_in_use(config_dir):
+    assert service(config_dir).build(envs=["attrs"]).ok
+    before = service(config_dir).ledger.pair("attrs", "d1").current
+    config_dir.write(attrs="attrs-does-not-exist-dss==1.0")
+    images = service(config_dir)
+    report = images.build(envs=["attrs"])
+    assert not report.ok
+    assert "attrs-does-not-exist-dss" in report.failed[Target("attrs", "d1")]
+    state = images.ledger.pair("attrs", "d1")
+    assert state.status == "failed" and state.current == before
+    assert run_recipe(config_dir, "attrs", "d1", "attr", "attrs")["version"] == "25.1.0", "tasks still run"
+
+
+def test_failed_build_step_and_resources(config_dir, docker_client):
+    root = config_dir.path
+    (root / "res").mkdir()
+    (root / "res" / "model.bin").write_text("weights")
+    (root / "init-ok.sh").write_text("echo generated > lookup.csv\n")
+    (root / "init-bad.sh").write_text("echo about to fail; exit 3\n")
+    envs = """
+  copied: {packages: ["six==1.16.0"], build_for: [d1], resources: {mode: copy, path: res}}
+  scripted: {packages: ["six==1.16.0"], build_for: [d1], resources: {mode: init_script, path: SCRIPT}}
+"""
+    config_dir.write(envs=envs.replace("SCRIPT", "init-ok.sh"))
+    images = service(config_dir)
+    assert images.build(envs=["copied", "scripted"]).ok
+    assert run_recipe(config_dir, "copied", "d1", "six", "six")["resources"] == ["model.bin"]
+    assert run_recipe(config_dir, "scripted", "d1", "six", "six")["resources"] == ["lookup.csv"]
+    good = images.ledger.pair("scripted", "d1").current
+
+    config_dir.write(envs=envs.replace("SCRIPT", "init-bad.sh"))
+    images = service(config_dir)
+    assert [i.reasons for i in images.plan(envs=["scripted"])] == [["resources changed"]]
+    report = images.build(envs=["scripted"])
+    error = report.failed[Target("scripted", "d1")]
+    assert "exit code 3" in error and "about to fail" in error, "the log tail says why"
+    state = images.ledger.pair("scripted", "d1")
+    assert state.current == good and state.status == "failed"
+    assert "about to fail" in Path(str(state.last_log)).read_text()
+    leftovers = docker_client.containers.list(all=True, filters={"label": "dss_airflow.kind=builder"})
+    assert leftovers == [], "no builder container is left behind"
+
+
+def test_rollback(config_dir):
+    assert service(config_dir).build(envs=["attrs"]).ok
+    config_dir.write(attrs="attrs==25.3.0")
+    images = service(config_dir)
+    assert images.build(envs=["attrs"]).ok
+    assert run_recipe(config_dir, "attrs", "d1", "attr", "attrs")["version"] == "25.3.0"
+    images.rollback("attrs")
+    assert run_recipe(config_dir, "attrs", "d1", "attr", "attrs")["version"] == "25.1.0"
+    assert images.ledger.pair("attrs", "d1").status == "rolled back"
+
+
+def test_push_to_registry_with_connection_credentials_and_run_by_digest(
+    config_dir, registry, docker_client, monkeypatch
+):
+    connection = {
+        "conn_type": "docker",
+        "host": registry["url"],
+        "login": "dss",
+        "password": registry["password"],
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_DSS_TEST_REGISTRY", json.dumps(connection))
+    config_dir.write(
+        configs=f"""  pushed:
+    type: docker
+    base_image: base
+    registry: {{url: "{registry["url"]}", connection_id: dss_test_registry}}"""
+    )
+    text = (config_dir.path / "c.yaml").read_text()
+    assert registry["password"] not in text, "no credentials in YAML"
+    images = service(config_dir)
+    report = images.build(envs=["six"], configs=["pushed"])
+    assert report.ok, report.failed
+    record = images.ledger.pair("six", "pushed").current
+    assert record is not None
+    assert record.image.startswith(f"{registry['url']}/dss-code-envs@sha256:"), "runs by digest"
+    docker_client.images.remove(record.image, force=True)  # the worker must pull it back from the registry
+    docker_client.images.remove(f"{registry['url']}/{record.tag}", force=True)
+    assert run_recipe(config_dir, "six", "pushed", "six", "six")["version"] == "1.16.0"
