@@ -89,7 +89,8 @@ def _build_from_dockerfile(
     ca = ca_path.read_bytes() if ca_path and ca_path.is_file() else None
     dockerfile = _dockerfile_of(catalog, base, ca)
     content_hash = hashlib.sha256((dockerfile + hashlib.sha256(ca or b"").hexdigest()).encode()).hexdigest()
-    api = DockerHook(docker_conn_id=None, base_url=docker_url or DEFAULT_DOCKER_HOST, version="auto").api_client
+    hook = DockerHook(docker_conn_id=None, base_url=docker_url or DEFAULT_DOCKER_HOST, version="auto")
+    api = hook.api_client
     if not force:
         try:
             if api.inspect_image(base.image)["Config"]["Labels"].get(HASH_LABEL) == content_hash:
