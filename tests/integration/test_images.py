@@ -204,3 +204,51 @@ def test_push_to_registry_with_connection_credentials_and_run_by_digest(
     docker_client.images.remove(record.image, force=True)  # the worker must pull it back from the registry
     docker_client.images.remove(f"{registry['url']}/{record.tag}", force=True)
     assert run_recipe(config_dir, "six", "pushed", "six", "six")["version"] == "1.16.0"
+
+
+def test_base_image_from_an_upstream_image_with_fragments(tmp_path, base_image, docker_client):
+    """`from:` builds a Dockerfile on an upstream image (here our own base: nothing can be pulled here)."""
+    from dss_airflow.images.base import build_base_image
+
+    tag = f"dss-test-corporate:{uuid.uuid4().hex[:8]}"
+    (tmp_path / "append.Dockerfile").write_text("ENV CORPORATE_PROXY_READY=1\n")
+    write_config(
+        tmp_path,
+        {
+            "c.yaml": f"""
+base_images:
+  corporate:
+    image: {tag}
+    from: {base_image}
+    dockerfile_append: append.Dockerfile
+"""
+        },
+    )
+    catalog = load_catalog(tmp_path)
+    events: list[tuple[str, str]] = []
+    try:
+        first = build_base_image(
+            catalog, "corporate", progress=lambda event, subject, _: events.append((event, subject))
+        )
+        again = build_base_image(
+            catalog, "corporate", progress=lambda event, subject, _: events.append((event, subject))
+        )
+        assert first == again and ("cached", tag) in events, "the second build is a cache hit"
+        output = docker_client.containers.run(
+            tag, ["sh", "-c", "id -u; echo $CORPORATE_PROXY_READY"], remove=True
+        )
+        assert output.decode().split() == ["1000", "1"], "non-root user baked in, fragment applied"
+    finally:
+        docker_client.images.remove(tag, force=True)
+
+
+def test_cli_plan_and_status(config_dir, capsys):
+    from dss_airflow.cli import main
+
+    assert main(["images", "plan", "--config-dir", str(config_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "     build  six/d1  (never built)" in out and "3 build, 0 up to date, 0 blocked" in out
+    assert main(["images", "build", "six", "--config", "d1", "--quiet", "--config-dir", str(config_dir)]) == 0
+    assert "switched 1" in capsys.readouterr().out
+    assert main(["images", "status", "six", "--config-dir", str(config_dir)]) == 0
+    assert "six/d1: ok; current dss-code-envs:six-" in capsys.readouterr().out
