@@ -162,7 +162,8 @@ def test_failed_build_step_and_resources(config_dir, docker_client):
     state = images.ledger.pair("scripted", "d1")
     assert state.current == good and state.status == "failed"
     assert "about to fail" in Path(str(state.last_log)).read_text()
-    leftovers = docker_client.containers.list(all=True, filters={"label": "dss_airflow.kind=builder"})
+    builders = {"label": ["dss_airflow.kind=builder", "dss_airflow.code_env=scripted"]}
+    leftovers = docker_client.containers.list(all=True, filters=builders)
     assert leftovers == [], "no builder container is left behind"
 
 
