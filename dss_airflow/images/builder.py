@@ -357,6 +357,9 @@ class ImageService:
             "building", tag, f"{target.env}: {len(lock.distributions)} packages on {inputs.base_digest[:19]}"
         )
         image_id = self._run_builder(target, lock, inputs, tag, log_file)
+        self.progress(
+            "committed", tag, f"{image_id[:19]} in {time.monotonic() - started:.1f}s; smoke test next"
+        )
         try:
             self._smoke_test(api, image_id, tag, log_file)
         except ImageBuildFailed:
