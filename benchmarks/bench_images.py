@@ -108,7 +108,7 @@ def seed_up_to_date(service: ImageService) -> int:
     """Ledger records for every pair, as if each had been built: build hashes computed, nothing built."""
     from dss_airflow.images.builder import Target
     from dss_airflow.images.identity import image_tag, resolve_lock
-    from dss_airflow.images.ledger import ImageRecord, PairState, now, switch_current
+    from dss_airflow.images.ledger import ImageRecord, PairState, switch_current
 
     by_env: dict[str, list[str]] = {}
     for target in service.targets():
@@ -127,21 +127,8 @@ def seed_up_to_date(service: ImageService) -> int:
                     index_url=service.base_of(config).pip_index_url,
                 )
                 inputs = service._inputs(Target(env_name, config), lock, base_digest)
-                build_hash = inputs.build_hash()
-                tag = image_tag(env_name, build_hash)
-                record = ImageRecord(
-                    image=tag,
-                    tag=tag,
-                    build_hash=build_hash,
-                    spec_hash=lock.spec_hash,
-                    lock_sha256=lock.sha256,
-                    base_digest=inputs.base_digest,
-                    resources_mode=inputs.resources_mode,
-                    resources_digest=inputs.resources_digest,
-                    r_packages=inputs.r_packages,
-                    template_version=inputs.template_version,
-                    built_at=now(),
-                )
+                tag = image_tag(env_name, inputs.build_hash())
+                record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag)
                 switch_current(pairs.setdefault(config, PairState()), record)
     return sum(len(configs) for configs in by_env.values())
 

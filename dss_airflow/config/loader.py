@@ -105,7 +105,7 @@ class Catalog:
     @property
     def data_dir(self) -> Path:
         override = os.environ.get("DSS_AIRFLOW_DATA_DIR")
-        return _resolve_path(self.config_dir, override or self.defaults.data_dir)
+        return resolve_path(self.config_dir, override or self.defaults.data_dir)
 
     def folder_path(self, name: str) -> Path:
         """Host directory of a managed folder (local and docker backends)."""
@@ -119,22 +119,22 @@ class Catalog:
                 field=f"managed_folders.{name}.path",
                 fix="add a 'path' (a host directory) next to its 'pvc'",
             )
-        return _resolve_path(self.data_dir, folder.path)
+        return resolve_path(self.data_dir, folder.path)
 
     def project_root(self, name: str) -> Path:
         project: Project = self.lookup("projects", name)
-        return _resolve_path(self.config_dir, project.root)
+        return resolve_path(self.config_dir, project.root)
 
     def requirements(self, env_name: str) -> list[str]:
         """The env's full package list: inline packages then the requirements file's lines."""
         env: CodeEnv = self.lookup("code_envs", env_name)
         lines = list(env.packages)
         if env.requirements_file:
-            lines += read_requirements_file(_resolve_path(self.config_dir, env.requirements_file))
+            lines += read_requirements_file(resolve_path(self.config_dir, env.requirements_file))
         return lines
 
 
-def _resolve_path(base: Path, value: str) -> Path:
+def resolve_path(base: Path, value: str) -> Path:
     path = Path(os.path.expandvars(os.path.expanduser(value)))
     return path if path.is_absolute() else (base / path).resolve()
 
@@ -438,7 +438,7 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
 
 
 def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out: _Collector) -> None:
-    path = _resolve_path(catalog.config_dir, relative)
+    path = resolve_path(catalog.config_dir, relative)
     file, line = catalog.where("code_envs", env_name)
     field = f"code_envs.{env_name}.requirements_file"
     if not path.is_file():

@@ -14,7 +14,7 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dss_airflow.config.loader import _resolve_path
+from dss_airflow.config.loader import resolve_path
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.images.dockerfile import base_dockerfile
 
@@ -28,7 +28,7 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def _fragment(catalog: Catalog, path: str | None) -> str | None:
-    return _resolve_path(catalog.config_dir, path).read_text(encoding="utf-8") if path else None
+    return resolve_path(catalog.config_dir, path).read_text(encoding="utf-8") if path else None
 
 
 def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None) -> str:

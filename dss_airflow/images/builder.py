@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dss_airflow.config.loader import Catalog, _resolve_path
+from dss_airflow.config.loader import Catalog, resolve_path
 from dss_airflow.config.models import (
     BaseImage,
     CodeEnv,
@@ -45,7 +45,6 @@ from dss_airflow.images.envbuild import (
     install_script,
 )
 from dss_airflow.images.identity import (
-    TEMPLATE_VERSION,
     BuildInputs,
     Lock,
     cached_lock,
@@ -200,7 +199,7 @@ class ImageService:
     def _resources(self, env: CodeEnv) -> tuple[Path | None, str | None]:
         if env.resources.mode == "none" or env.resources.path is None:
             return None, None
-        path = _resolve_path(self.catalog.config_dir, env.resources.path)
+        path = resolve_path(self.catalog.config_dir, env.resources.path)
         if not path.exists():
             raise ImageBuildFailed(f"resources path {path} does not exist")
         return path, tree_digest(path)
@@ -310,21 +309,7 @@ class ImageService:
             for member, _, _ in members:
                 try:
                     image = self._publish(member, tag, image_id)
-                    record = ImageRecord(
-                        image=image,
-                        tag=tag,
-                        image_id=image_id,
-                        build_hash=build_hash,
-                        spec_hash=lock.spec_hash,
-                        lock_sha256=lock.sha256,
-                        base_digest=inputs.base_digest,
-                        resources_mode=inputs.resources_mode,
-                        resources_digest=inputs.resources_digest,
-                        r_packages=inputs.r_packages,
-                        template_version=TEMPLATE_VERSION,
-                        python=ENV_PYTHON,
-                        built_at=now(),
-                    )
+                    record = ImageRecord.built_from(inputs, lock, image=image, tag=tag, image_id=image_id)
                     self._switch(member, record, log_file)
                     report.switched.append(member)
                     self.progress("switched", str(member), f"now runs {image}")

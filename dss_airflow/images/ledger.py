@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.images.identity import BuildInputs
+from dss_airflow.images.identity import BuildInputs, Lock
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -52,6 +52,26 @@ class ImageRecord:
             resources_mode=self.resources_mode,
             resources_digest=self.resources_digest,
             template_version=self.template_version,
+        )
+
+    @classmethod
+    def built_from(
+        cls, inputs: BuildInputs, lock: Lock, *, image: str, tag: str, image_id: str = ""
+    ) -> ImageRecord:
+        """The record of an image built from ``inputs`` (the one place a record is made from a build)."""
+        return cls(
+            image=image,
+            tag=tag,
+            image_id=image_id,
+            build_hash=inputs.build_hash(),
+            spec_hash=lock.spec_hash,
+            lock_sha256=lock.sha256,
+            base_digest=inputs.base_digest,
+            resources_mode=inputs.resources_mode,
+            resources_digest=inputs.resources_digest,
+            r_packages=inputs.r_packages,
+            template_version=inputs.template_version,
+            built_at=now(),
         )
 
     @classmethod
