@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -108,3 +109,29 @@ def test_on_kill_stops_the_local_recipe_process_group(config_dir):
     assert errors and isinstance(errors[0], ExecutionError)
     assert process.poll() is not None, "no orphan process"
     assert list((config_dir / "data" / "out").rglob("*")) == []
+
+
+def test_r_recipe_gets_its_paths_and_params(config_dir, tmp_path, monkeypatch):
+    """No R on this machine: a stand-in Rscript on PATH records what the runner hands an R recipe."""
+    bin_dir = tmp_path / "fake-r-bin"
+    bin_dir.mkdir()
+    rscript = bin_dir / "Rscript"
+    rscript.write_text(
+        '#!/bin/sh\necho "recipe=$1" > "$DSS_OUTPUT_OUT/seen.txt"\n'
+        'echo "params=$DSS_PARAMS_JSON" >> "$DSS_OUTPUT_OUT/seen.txt"\n'
+    )
+    rscript.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    make_project(config_dir, {"recipes/model.R": "# R recipe\n"})
+    op = DSSContainerRecipeOperator(
+        task_id="r",
+        recipe="recipes/model.R",
+        execution_config="local",
+        outputs=["out"],
+        recipe_params={"alpha": 0.5},
+        config_dir=str(config_dir),
+    )
+    result = op.execute(fake_context())
+    seen = (config_dir / "data" / "out" / "seen.txt").read_text().splitlines()
+    assert seen == [f"recipe={config_dir / 'project' / 'recipes' / 'model.R'}", 'params={"alpha": 0.5}']
+    assert result["outputs"] == {"out": [str(config_dir / "data" / "out" / "seen.txt")]}
