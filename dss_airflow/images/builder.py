@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from dss_airflow.images.envbuild import (
     UV_IN_BUILDER,
     commit_changes,
     install_script,
+    update_script,
 )
 from dss_airflow.images.identity import (
     BuildInputs,
@@ -61,6 +63,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOG_TAIL = 30
+#: Incremental builds stack one layer on the previous image; after this many, the next build is full.
+MAX_INCREMENTS = 5
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 ContainerConfig = DockerExecutionConfig | KubernetesExecutionConfig
 #: (event, "env/config" or image tag, message): build progress for the CLI and the task log.
@@ -74,6 +78,25 @@ class ImageBuildFailed(DSSAirflowError):
         super().__init__(message)
         self.log_tail = list(log_tail)
         self.log_file = log_file
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The previous image an incremental build starts from, and what differs between the two locks."""
+
+    tag: str
+    increments: int
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+
+
+def _pins(lock_text: str) -> dict[str, str]:
+    pins = {}
+    for line in lock_text.splitlines():
+        name, sep, version = line.partition("==")
+        if sep:
+            pins[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
+    return pins
 
 
 @dataclass(frozen=True)
@@ -338,22 +361,49 @@ class ImageService:
             except docker.errors.ImageNotFound:
                 pass
         started = time.monotonic()
-        self.progress(
-            "building", tag, f"{target.env}: {len(lock.distributions)} packages on {inputs.base_digest[:19]}"
-        )
-        image_id = self._run_builder(target, lock, inputs, tag, log_file)
+        parent = None if force else self._parent_for(target, lock, inputs)
+        how = f"update of {parent.tag} (+{len(parent.changed)} -{len(parent.removed)})" if parent else "full"
+        self.progress("building", tag, f"{target.env}: {len(lock.distributions)} packages, {how}")
+        image_id = self._run_builder(target, lock, inputs, tag, log_file, parent)
         self.progress(
             "committed", tag, f"{image_id[:19]} in {time.monotonic() - started:.1f}s; smoke test next"
         )
         try:
-            self._smoke_test(api, image_id, tag, log_file)
+            self._smoke_test(api, image_id, tag, log_file, changed=parent.changed if parent else None)
         except ImageBuildFailed:
             api.remove_image(tag, force=True)
             raise
         self.progress("built", tag, f"in {time.monotonic() - started:.1f}s")
         return image_id, True
 
-    def _run_builder(self, target: Target, lock: Lock, inputs: BuildInputs, tag: str, log_file: Path) -> str:
+    def _parent_for(self, target: Target, lock: Lock, inputs: BuildInputs) -> Parent | None:
+        """The pair's current image when only the lock changed and it exists here: build on top of it."""
+        import docker.errors
+
+        current = self.ledger.pair(target.env, target.config).current
+        if current is None or replace(current.inputs(), lock_sha256=inputs.lock_sha256) != inputs:
+            return None  # base image, resources, R packages or template changed: full build
+        previous_lock = self.ledger.locks / f"{current.spec_hash}.txt"
+        if not previous_lock.is_file():
+            return None
+        try:
+            labels = self.client(self.daemon_of(target.config)).inspect_image(current.tag)["Config"]["Labels"]
+        except docker.errors.ImageNotFound:
+            return None
+        increments = int(labels.get("dss_airflow.increments", "0"))
+        if increments >= MAX_INCREMENTS:
+            return None  # bound the layer chain: a full build now and then
+        old, new = _pins(previous_lock.read_text(encoding="utf-8")), _pins(lock.text)
+        return Parent(
+            tag=current.tag,
+            increments=increments,
+            removed=tuple(sorted(set(old) - set(new))),
+            changed=tuple(sorted(name for name, version in new.items() if old.get(name) != version)),
+        )
+
+    def _run_builder(
+        self, target: Target, lock: Lock, inputs: BuildInputs, tag: str, log_file: Path, parent: Parent | None
+    ) -> str:
         from docker.types import Mount
         from uv import find_uv_bin
 
@@ -374,15 +424,18 @@ class ImageService:
                 init_name = resources_path.name
                 shutil.copy2(resources_path, context / init_name)
             os.chmod(context, 0o755)
-            script = install_script(
-                base_python=base.python,
-                resources_mode=env.resources.mode,
-                init_script_name=init_name,
-                r_packages=env.r_packages,
-                index_url=base.pip_index_url,
-            )
+            if parent is None:
+                script = install_script(
+                    base_python=base.python,
+                    resources_mode=env.resources.mode,
+                    init_script_name=init_name,
+                    r_packages=env.r_packages,
+                    index_url=base.pip_index_url,
+                )
+            else:
+                script = update_script(removed=parent.removed, index_url=base.pip_index_url)
             container = api.create_container(
-                image=inputs.base_digest,
+                image=parent.tag if parent else inputs.base_digest,
                 command=["sh", "-c", script],
                 user="0",
                 labels={"dss_airflow.kind": "builder", "dss_airflow.code_env": target.env},
@@ -415,6 +468,8 @@ class ImageService:
                     "dss_airflow.base_digest": inputs.base_digest,
                     "org.opencontainers.image.base.digest": inputs.base_digest,
                     "org.opencontainers.image.created": now(),
+                    "dss_airflow.increments": str(parent.increments + 1 if parent else 0),
+                    "dss_airflow.parent": parent.tag if parent else "",
                 }
                 repository, _, tag_name = tag.partition(":")
                 committed = api.commit(
@@ -444,12 +499,15 @@ class ImageService:
                     self.progress("log", tag, line)
         return lines
 
-    def _smoke_test(self, api: docker.APIClient, image_id: str, tag: str, log_file: Path) -> None:
+    def _smoke_test(
+        self, api: docker.APIClient, image_id: str, tag: str, log_file: Path, *, changed: Sequence[str] | None
+    ) -> None:
         from docker.types import Mount
 
         container = api.create_container(
             image=image_id,
             command=[ENV_PYTHON, f"{RUNTIME_DIR}/smoke.py"],
+            environment={"DSS_SMOKE_CHANGED": ",".join(changed)} if changed is not None else None,
             host_config=api.create_host_config(
                 mounts=[Mount(RUNTIME_DIR, str(HOST_RUNTIME_DIR), type="bind", read_only=True)], init=True
             ),

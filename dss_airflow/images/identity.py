@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 #: Bump when the install script or commit changes in a way that changes images: every env rebuilds.
-TEMPLATE_VERSION = 1
+TEMPLATE_VERSION = 2
 #: Debian bookworm's glibc is 2.36; manylinux_2_28 wheels run on it and are the common denominator.
 PLATFORM = "x86_64-manylinux_2_28"
 IMAGE_REPOSITORY = "dss-code-envs"

@@ -253,3 +253,38 @@ def test_cli_plan_and_status(config_dir, capsys):
     assert "switched 1" in capsys.readouterr().out
     assert main(["images", "status", "six", "--config-dir", str(config_dir)]) == 0
     assert "six/d1: ok; current dss-code-envs:six-" in capsys.readouterr().out
+
+
+def test_incremental_rebuild_equals_a_full_build(config_dir, docker_client):
+    """After a package-list change the image is the previous one plus one small layer, with the same
+    packages as a full build: removed packages are gone, changed ones updated, bytecode compiled."""
+    config_dir.write(envs='  inc: {packages: ["six==1.16.0", "attrs==25.1.0"], build_for: [d1]}')
+    assert service(config_dir).build(envs=["inc"]).ok
+    first = service(config_dir).ledger.pair("inc", "d1").current
+    config_dir.write(envs='  inc: {packages: ["attrs==25.3.0"], build_for: [d1]}')
+    images = service(config_dir)
+    assert images.build(envs=["inc"]).ok
+    second = images.ledger.pair("inc", "d1").current
+    assert first is not None and second is not None
+    labels = docker_client.images.get(second.tag).labels
+    assert (labels["dss_airflow.increments"], labels["dss_airflow.parent"]) == ("1", first.tag)
+    layers = len(docker_client.images.get(second.tag).history())
+    assert layers == len(docker_client.images.get(first.tag).history()) + 1, "one layer on top"
+
+    def freeze(tag: str) -> str:
+        return docker_client.containers.run(
+            tag, ["/opt/dss/env/bin/python", "-m", "pip", "freeze"], remove=True
+        ).decode()
+
+    incremental = freeze(second.tag)
+    assert "attrs==25.3.0" in incremental and "six" not in incremental
+    compiled = docker_client.containers.run(
+        second.tag,
+        ["sh", "-c", "ls /opt/dss/env/lib/python3.11/site-packages/attr/__pycache__ | head -1"],
+        remove=True,
+    )
+    assert compiled.decode().strip().endswith(".pyc"), "bytecode is in the image: tasks never recompile"
+    full = images.build(envs=["inc"], force=True)  # a full build of the same lock, for comparison
+    assert full.ok and full.built == [second.tag]
+    assert docker_client.images.get(second.tag).labels["dss_airflow.increments"] == "0"
+    assert freeze(second.tag) == incremental

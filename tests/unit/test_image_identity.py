@@ -125,3 +125,21 @@ def test_ledger_round_trip_is_atomic(tmp_path):
     assert state.current == record("h1") and state.status == "failed" and state.last_error == "boom"
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [".pandas.lock", "pandas.json"]
     assert ledger.pair("pandas", "other") == PairState()
+
+
+def test_update_script_removes_then_installs_the_lock():
+    from dss_airflow.images.envbuild import update_script
+
+    script = update_script(removed=["six", "old-lib"])
+    assert "venv" not in script, "the env exists in the previous image"
+    uninstall = "/opt/dss-build/uv pip uninstall --python /opt/dss/env/bin/python old-lib six"
+    install = "/opt/dss-build/uv pip install --python /opt/dss/env/bin/python --no-deps"
+    assert script.index(uninstall) < script.index(install)
+    assert "UV_COMPILE_BYTECODE=1" in script
+    assert "uninstall" not in update_script(removed=[])
+
+
+def test_lock_pins_are_compared_by_canonical_name():
+    from dss_airflow.images.builder import _pins
+
+    assert _pins("Foo_Bar==1.0\nsix==1.16.0\n# comment\n") == {"foo-bar": "1.0", "six": "1.16.0"}
