@@ -126,7 +126,7 @@ def seed_up_to_date(service: ImageService) -> int:
                     locks_dir=service.ledger.locks,
                     index_url=service.base_of(config).pip_index_url,
                 )
-                inputs = service._inputs(Target(env_name, config), lock, base_digest)
+                inputs = service._inputs(Target(env_name, config), lock.sha256, base_digest)
                 tag = image_tag(env_name, inputs.build_hash())
                 record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag)
                 switch_current(pairs.setdefault(config, PairState()), record)

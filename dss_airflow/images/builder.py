@@ -49,9 +49,9 @@ from dss_airflow.images.envbuild import (
 from dss_airflow.images.identity import (
     BuildInputs,
     Lock,
-    cached_lock,
     image_tag,
     resolve_lock,
+    spec_hash,
     tree_digest,
 )
 from dss_airflow.images.ledger import ImageRecord, Ledger, PairState, now, switch_current
@@ -227,50 +227,62 @@ class ImageService:
             raise ImageBuildFailed(f"resources path {path} does not exist")
         return path, tree_digest(path)
 
-    def _inputs(self, target: Target, lock: Lock, base_digest: str) -> BuildInputs:
+    def _inputs(self, target: Target, lock_sha256: str, base_digest: str) -> BuildInputs:
         env = self.catalog.code_envs[target.env]
         _, resources_digest = self._resources(env)
         return BuildInputs(
             base_digest=base_digest,
-            lock_sha256=lock.sha256,
+            lock_sha256=lock_sha256,
             r_packages=tuple(env.r_packages),
             resources_mode=env.resources.mode,
             resources_digest=resources_digest,
         )
 
-    def _blocked(self, target: Target) -> str | None:
+    def _blocked(self, target: Target, *, check_base: bool = True) -> str | None:
         config = self._config(target.config)
         if isinstance(config, KubernetesExecutionConfig) and config.registry is None:
             return "kubernetes config without a registry: the cluster could not pull the image"
-        if self.base_digest(target.config) is None:
+        if check_base and self.base_digest(target.config) is None:
             base = self.base_of(target.config)
             return f"base image {base.image} is not built: run `dss-airflow images build-base`"
         return None
 
     # -------------------------------------------------------------------------------------- plan
-    def plan(self, envs: Iterable[str] | None = None, configs: Iterable[str] | None = None) -> list[PlanItem]:
-        """What a build would do, and why; reads the ledger and base digests only (no build, no network)."""
+    def plan(
+        self,
+        envs: Iterable[str] | None = None,
+        configs: Iterable[str] | None = None,
+        *,
+        targets: Sequence[Target] | None = None,
+        check_base: bool = True,
+    ) -> list[PlanItem]:
+        """What a build would do, and why: reads the config, the ledger and (``check_base``) the base
+        images' digests on their daemons. No build, no network. Without ``check_base`` it makes no Docker
+        call at all (a base image re-pushed under the same tag then goes unnoticed)."""
+        targets = list(targets) if targets is not None else self.targets(envs, configs)
+        records = {env: self.ledger.read(env) for env in {t.env for t in targets}}
+        specs: dict[str, str] = {}
         items: list[PlanItem] = []
-        records = {env: self.ledger.read(env) for env in {t.env for t in self.targets(envs, configs)}}
-        for target in self.targets(envs, configs):
-            blocked = self._blocked(target)
+        for target in targets:
+            blocked = self._blocked(target, check_base=check_base)
             if blocked:
                 items.append(PlanItem(target, "blocked", [blocked]))
                 continue
-            env = self.catalog.code_envs[target.env]
-            requirements = self.catalog.requirements(target.env)
             current = records[target.env].get(target.config, PairState()).current
-            lock = cached_lock(requirements, python=env.python, locks_dir=self.ledger.locks)
-            if lock is None or (current is not None and current.spec_hash != lock.spec_hash):
+            if target.env not in specs:
+                env = self.catalog.code_envs[target.env]
+                specs[target.env] = spec_hash(env.python, self.catalog.requirements(target.env))
+            if current is None or current.spec_hash != specs[target.env]:
                 reasons = ["never built"] if current is None else ["package list changed"]
                 items.append(PlanItem(target, "build", reasons))
                 continue
-            inputs = self._inputs(target, lock, str(self.base_digest(target.config)))
+            base_digest = str(self.base_digest(target.config)) if check_base else current.base_digest
+            inputs = self._inputs(target, current.lock_sha256, base_digest)
             build_hash = inputs.build_hash()
-            if current is not None and current.build_hash == build_hash:
+            if current.build_hash == build_hash:
                 items.append(PlanItem(target, "up to date", [], build_hash, current.tag))
                 continue
-            reasons = inputs.changes_from(current.inputs() if current else None)
+            reasons = inputs.changes_from(current.inputs())
             items.append(PlanItem(target, "build", reasons, build_hash, image_tag(target.env, build_hash)))
         return items
 
@@ -283,11 +295,13 @@ class ImageService:
         force: bool = False,
         refresh: bool = False,
         jobs: int = 2,
+        targets: Sequence[Target] | None = None,
     ) -> BuildReport:
-        """Bring every pair up to date; builds each distinct image once, ``jobs`` at a time."""
+        """Bring pairs up to date (``targets``, or envs x configs); each distinct image is built once,
+        ``jobs`` at a time; two builders of one env (two DAG runs, CLI and DAG) take turns."""
         report = BuildReport()
-        groups: dict[tuple[str, str], list[tuple[Target, Lock, BuildInputs]]] = {}
-        for target in self.targets(envs, configs):
+        groups: dict[tuple[str, str, str], list[tuple[Target, Lock, BuildInputs]]] = {}
+        for target in targets if targets is not None else self.targets(envs, configs):
             try:
                 blocked = self._blocked(target)
                 if blocked:
@@ -301,7 +315,7 @@ class ImageService:
                     index_url=base.pip_index_url,
                     refresh=refresh,
                 )
-                inputs = self._inputs(target, lock, str(self.base_digest(target.config)))
+                inputs = self._inputs(target, lock.sha256, str(self.base_digest(target.config)))
             except DSSAirflowError as exc:
                 self._record_failure(target, str(exc), None)
                 report.failed[target] = str(exc)
@@ -310,7 +324,7 @@ class ImageService:
             if current is not None and current.build_hash == inputs.build_hash() and not force:
                 report.up_to_date.append(target)
                 continue
-            key = (self.daemon_of(target.config), inputs.build_hash())
+            key = (self.daemon_of(target.config), target.env, inputs.build_hash())
             groups.setdefault(key, []).append((target, lock, inputs))
         with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="dss-image-build") as pool:
             futures = [pool.submit(self._build_group, members, force, report) for members in groups.values()]
@@ -326,7 +340,7 @@ class ImageService:
         tag = image_tag(target.env, build_hash)
         log_file = self.ledger.logs / f"{target.env}-{build_hash[:12]}.log"
         try:
-            with self.ledger.build_lock(build_hash):
+            with self.ledger.build_lock(target.env):
                 image_id, built = self._ensure_image(target, lock, inputs, tag, log_file, force)
             (report.built if built else report.reused).append(tag)
             for member, _, _ in members:

@@ -149,13 +149,6 @@ def resolve_lock(
     return Lock(spec_hash=key, text=text)
 
 
-def cached_lock(requirements: Sequence[str], *, python: str, locks_dir: Path) -> Lock | None:
-    """The stored lock of a spec, without resolving (plans must not touch the network)."""
-    key = spec_hash(python, requirements)
-    path = locks_dir / f"{key}.txt"
-    return Lock(spec_hash=key, text=path.read_text(encoding="utf-8")) if path.is_file() else None
-
-
 def _uv_compile(requirements: Sequence[str], *, python: str, index_url: str | None) -> str:
     from uv import find_uv_bin
 

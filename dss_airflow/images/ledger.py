@@ -149,10 +149,11 @@ class Ledger:
             os.replace(tmp, path)
 
     @contextlib.contextmanager
-    def build_lock(self, build_hash: str) -> Iterator[None]:
-        """Serialises builders of one image: a second builder waits, then finds it built."""
+    def build_lock(self, env: str) -> Iterator[None]:
+        """Serialises builders of one env (two rebuild runs, the CLI and a DAG): the second waits, then
+        finds the image built and reuses it."""
         self.records.mkdir(parents=True, exist_ok=True)
-        with open(self.records / f".build-{build_hash[:16]}.lock", "w") as lock:
+        with open(self.records / f".build-{env}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 

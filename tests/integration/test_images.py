@@ -258,13 +258,14 @@ def test_cli_plan_and_status(config_dir, capsys):
 def test_incremental_rebuild_equals_a_full_build(config_dir, docker_client):
     """After a package-list change the image is the previous one plus one small layer, with the same
     packages as a full build: removed packages are gone, changed ones updated, bytecode compiled."""
-    config_dir.write(envs='  inc: {packages: ["six==1.16.0", "attrs==25.1.0"], build_for: [d1]}')
-    assert service(config_dir).build(envs=["inc"]).ok
-    first = service(config_dir).ledger.pair("inc", "d1").current
-    config_dir.write(envs='  inc: {packages: ["attrs==25.3.0"], build_for: [d1]}')
+    env = f"inc-{uuid.uuid4().hex[:8]}"  # fresh name: images of earlier runs on this engine are not reused
+    config_dir.write(envs=f'  {env}: {{packages: ["six==1.16.0", "attrs==25.1.0"], build_for: [d1]}}')
+    assert service(config_dir).build(envs=[env]).ok
+    first = service(config_dir).ledger.pair(env, "d1").current
+    config_dir.write(envs=f'  {env}: {{packages: ["attrs==25.3.0"], build_for: [d1]}}')
     images = service(config_dir)
-    assert images.build(envs=["inc"]).ok
-    second = images.ledger.pair("inc", "d1").current
+    assert images.build(envs=[env]).ok
+    second = images.ledger.pair(env, "d1").current
     assert first is not None and second is not None
     labels = docker_client.images.get(second.tag).labels
     assert (labels["dss_airflow.increments"], labels["dss_airflow.parent"]) == ("1", first.tag)
@@ -284,7 +285,7 @@ def test_incremental_rebuild_equals_a_full_build(config_dir, docker_client):
         remove=True,
     )
     assert compiled.decode().strip().endswith(".pyc"), "bytecode is in the image: tasks never recompile"
-    full = images.build(envs=["inc"], force=True)  # a full build of the same lock, for comparison
+    full = images.build(envs=[env], force=True)  # a full build of the same lock, for comparison
     assert full.ok and full.built == [second.tag]
     assert docker_client.images.get(second.tag).labels["dss_airflow.increments"] == "0"
     assert freeze(second.tag) == incremental
