@@ -13,7 +13,7 @@ from airflow.sdk import DAG, Param
 
 from dss_airflow import DSSContainerRecipeOperator, execution_config_choices
 
-CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG", str(Path(__file__).parents[1] / "examples" / "config"))
+CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[1] / "examples" / "config")
 
 with DAG(
     dag_id="dss_example_recipes",

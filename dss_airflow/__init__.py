@@ -13,6 +13,9 @@ __version__ = "0.1.0"
 
 _LAZY_IMPORTS = {
     "DSSContainerRecipeOperator": "dss_airflow.operators.recipe",
+    "DSSRebuildCodeEnvImagesOperator": "dss_airflow.operators.images",
+    "CodeEnvChangeSensor": "dss_airflow.sensors.code_env",
+    "code_env_asset": "dss_airflow.assets",
     "DSSAirflowError": "dss_airflow.errors",
     "ConfigError": "dss_airflow.errors",
     "Catalog": "dss_airflow.config.loader",
@@ -22,13 +25,19 @@ _LAZY_IMPORTS = {
 }
 
 if TYPE_CHECKING:
+    from dss_airflow.assets import code_env_asset
     from dss_airflow.config.loader import Catalog, get_catalog, load_catalog
     from dss_airflow.dag_helpers import execution_config_choices
     from dss_airflow.errors import ConfigError, DSSAirflowError
+    from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+    from dss_airflow.sensors.code_env import CodeEnvChangeSensor
 
 __all__ = [
     "Catalog",
+    "CodeEnvChangeSensor",
+    "DSSRebuildCodeEnvImagesOperator",
+    "code_env_asset",
     "ConfigError",
     "DSSAirflowError",
     "DSSContainerRecipeOperator",
