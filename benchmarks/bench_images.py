@@ -28,7 +28,7 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dss_airflow.images.builder import BuildReport, ImageService
@@ -168,6 +168,42 @@ def plan_benchmark(root: Path, envs: int, runs: int) -> None:
     print(f"  of which load_catalog {total - plan:.3f} s, ImageService.plan {plan:.3f} s (medians)")
 
 
+def poke_benchmark(root: Path, envs: int, runs: int) -> None:
+    """CodeEnvChangeSensor.poke with nothing changed: the per-poke cost once the catalog is cached."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.bases.operator import ExecutorSafeguard
+
+    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.images.builder import ImageService
+    from dss_airflow.sensors.code_env import CodeEnvChangeSensor
+
+    ExecutorSafeguard.test_mode = True
+    env_packages = {f"env-{i:04d}": PINNED_LISTS[i % len(PINNED_LISTS)] for i in range(envs)}
+    config_dir = write_config(root / "poke-config", {"docker-512m": "512m"}, env_packages)
+    pairs = seed_up_to_date(ImageService(load_catalog(config_dir), progress=quiet))
+    context: Any = {
+        "ti": SimpleNamespace(dag_id="bench", task_id="poke", run_id="r", map_index=-1, try_number=1)
+    }
+    for check_base in (False, True):
+        sensor = CodeEnvChangeSensor(
+            task_id="poke", config_dir=str(config_dir), check_base_digests=check_base
+        )
+        if sensor.poke(context):  # warm-up, and a check that nothing is stale
+            raise RuntimeError("the poke found stale pairs in an up-to-date ledger")
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            sensor.poke(context)
+            samples.append(time.perf_counter() - start)
+        label = "with base-digest checks" if check_base else "without base-digest checks"
+        goal = "" if check_base else " (goal <= 50 ms)"
+        print(
+            f"poke, {envs} envs ({pairs} pairs), nothing changed, {label}: "
+            f"{statistics.median(samples) * 1000:.0f} ms{goal}; median of {runs}"
+        )
+
+
 def remove_env_images(env: str) -> None:
     import docker
 
@@ -231,6 +267,7 @@ def main() -> None:
     )
     parser.add_argument("--envs", type=int, default=500)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--poke-envs", type=int, default=200)
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="dss-bench-images-"))
@@ -239,6 +276,7 @@ def main() -> None:
     os.environ["UV_CACHE_DIR"] = str(root / "uv-host")
     try:
         plan_benchmark(root, args.envs, args.runs)
+        poke_benchmark(root, args.poke_envs, max(args.runs, 11))
         rebuild_benchmark(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)  # builder-written cache files are root-owned
