@@ -289,3 +289,52 @@ def test_incremental_rebuild_equals_a_full_build(config_dir, docker_client):
     assert full.ok and full.built == [second.tag]
     assert docker_client.images.get(second.tag).labels["dss_airflow.increments"] == "0"
     assert freeze(second.tag) == incremental
+
+
+def test_concurrent_rebuilds_take_turns_and_tasks_keep_the_current_image(config_dir):
+    """Two builders of one env never build at once; while one builds, lookups return the old image."""
+    import threading
+    import time
+
+    from dss_airflow.config.resolve import resolve_execution
+    from dss_airflow.images.lookup import image_for
+
+    env = f"slow-{uuid.uuid4().hex[:6]}"
+    root = config_dir.path
+    (root / "init.sh").write_text("echo v1 > version.txt\n")
+    resources = "{mode: init_script, path: init.sh}"
+    envs = f'  {env}: {{packages: ["six==1.16.0"], build_for: [d1], resources: {resources}}}'
+    config_dir.write(envs=envs)
+    assert service(config_dir).build(envs=[env]).ok
+    catalog = load_catalog(root)
+    resolved = resolve_execution(catalog, project="p", execution_config="d1", code_env=env)
+    old = image_for(catalog, resolved)
+
+    (root / "init.sh").write_text("sleep 3; echo v2 > version.txt\n")  # a slow build step
+    config_dir.write(envs=envs)
+    events: list[tuple[float, str]] = []
+    lock = threading.Lock()
+    seen_during_build: list[str] = []
+
+    def record(event: str, subject: str, message: str) -> None:
+        with lock:
+            events.append((time.monotonic(), event))
+        if event == "building":  # a task starting now must get the current image, not the one being built
+            seen_during_build.append(image_for(load_catalog(root), resolved).image)
+
+    def rebuild() -> None:
+        ImageService(load_catalog(root), progress=record).build(envs=[env], force=True)
+
+    threads = [threading.Thread(target=rebuild, name=f"builder-{i}") for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    building = sorted(t for t, event in events if event == "building")
+    built = sorted(t for t, event in events if event == "built")
+    assert len(building) == 2 and len(built) == 2
+    spans = list(zip(building, built, strict=True))
+    assert spans[0][1] <= spans[1][0], "the second build started only after the first finished"
+    assert seen_during_build[0] == old.image
+    new = image_for(load_catalog(root), resolved)
+    assert new.image != old.image
