@@ -41,6 +41,7 @@ from dss_airflow.images.envbuild import (
     CACHE_IN_BUILDER,
     CONTEXT_IN_BUILDER,
     ENV_PYTHON,
+    RUNTIME_IN_BUILDER,
     UV_IN_BUILDER,
     commit_changes,
     install_script,
@@ -51,6 +52,7 @@ from dss_airflow.images.identity import (
     Lock,
     image_tag,
     resolve_lock,
+    runtime_digest,
     spec_hash,
     tree_digest,
 )
@@ -163,6 +165,7 @@ class ImageService:
         self.uv_cache = uv_cache or cache_dir() / "uv"
         self._clients: dict[str, docker.APIClient] = {}
         self._digests: dict[tuple[str, str], str | None] = {}
+        self.runtime_digest = runtime_digest(HOST_RUNTIME_DIR)
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------- helpers
@@ -236,6 +239,7 @@ class ImageService:
             r_packages=tuple(env.r_packages),
             resources_mode=env.resources.mode,
             resources_digest=resources_digest,
+            runtime_digest=self.runtime_digest,
         )
 
     def _blocked(self, target: Target, *, check_base: bool = True) -> str | None:
@@ -458,6 +462,7 @@ class ImageService:
                         Mount(UV_IN_BUILDER, str(find_uv_bin()), type="bind", read_only=True),
                         Mount(CACHE_IN_BUILDER, str(self.uv_cache), type="bind"),
                         Mount(CONTEXT_IN_BUILDER, str(context), type="bind", read_only=True),
+                        Mount(RUNTIME_IN_BUILDER, str(HOST_RUNTIME_DIR), type="bind", read_only=True),
                     ],
                     init=True,
                 ),

@@ -12,6 +12,8 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
+from dss_airflow.spec import RUNTIME_DIR
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
@@ -23,6 +25,7 @@ BUILD_DIR = "/opt/dss-build"  # mounted only while building
 UV_IN_BUILDER = f"{BUILD_DIR}/uv"
 CACHE_IN_BUILDER = f"{BUILD_DIR}/cache"
 CONTEXT_IN_BUILDER = f"{BUILD_DIR}/ctx"
+RUNTIME_IN_BUILDER = f"{BUILD_DIR}/runtime"
 _R_PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*$")
 
 
@@ -61,6 +64,9 @@ def install_script(
         # --seed puts pip in the env: users expect it, and the smoke test runs `pip check`.
         f"{UV_IN_BUILDER} venv --seed --python {shlex.quote(base_python)} {ENV_PREFIX}{index}",
         *_install_lock(index),
+        # Baked for pods, which cannot mount the worker's copy (Docker and local runs mount it over this).
+        f"mkdir -p {RUNTIME_DIR} && cp {RUNTIME_IN_BUILDER}/*.py {RUNTIME_DIR}/",
+        f"chmod -R a+rX {RUNTIME_DIR}",
     ]
     if r_packages:
         bad = [p for p in r_packages if not _R_PACKAGE.match(p)]

@@ -61,6 +61,14 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def runtime_digest(runtime_dir: Path) -> str:
+    """The in-container runtime (runner, recipe API, smoke test) baked into images: its sources only."""
+    digest = hashlib.sha256()
+    for file in sorted(runtime_dir.glob("*.py")):
+        digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()
+
+
 @dataclass(frozen=True)
 class BuildInputs:
     """Everything that determines a code-env image's content."""
@@ -71,6 +79,7 @@ class BuildInputs:
     resources_mode: str = "none"
     resources_digest: str | None = None
     template_version: int = TEMPLATE_VERSION
+    runtime_digest: str | None = None
 
     def build_hash(self) -> str:
         payload = {
@@ -79,6 +88,7 @@ class BuildInputs:
             "r_packages": sorted(self.r_packages),
             "resources": [self.resources_mode, self.resources_digest],
             "template_version": self.template_version,
+            "runtime": self.runtime_digest,
         }
         return _sha256(json.dumps(payload, sort_keys=True))
 
@@ -100,6 +110,8 @@ class BuildInputs:
             reasons.append("resources changed")
         if previous.template_version != self.template_version:
             reasons.append("build template changed")
+        if previous.runtime_digest != self.runtime_digest:
+            reasons.append("dss_airflow runtime changed")
         return reasons
 
 

@@ -40,6 +40,7 @@ class ImageRecord:
     resources_digest: str | None = None
     r_packages: tuple[str, ...] = ()
     template_version: int = 1
+    runtime_digest: str | None = None
     python: str = "/opt/dss/env/bin/python"
     image_id: str = ""
     built_at: str = ""
@@ -52,6 +53,7 @@ class ImageRecord:
             resources_mode=self.resources_mode,
             resources_digest=self.resources_digest,
             template_version=self.template_version,
+            runtime_digest=self.runtime_digest,
         )
 
     @classmethod
@@ -71,6 +73,7 @@ class ImageRecord:
             resources_digest=inputs.resources_digest,
             r_packages=inputs.r_packages,
             template_version=inputs.template_version,
+            runtime_digest=inputs.runtime_digest,
             built_at=now(),
         )
 

@@ -105,6 +105,8 @@ def test_build_plan_rebuild_cycle(config_dir, docker_client):
         == docker_client.images.get(images.base_of("d1").image).id
     )
     assert docker_client.images.get(record.tag).attrs["Config"]["User"] == "1000:1000"
+    baked = docker_client.containers.run(record.tag, ["ls", "/opt/dss-airflow/runtime"], remove=True).decode()
+    assert {"runner.py", "dss_recipe.py", "smoke.py"} <= set(baked.split()), "pods need the runtime"
 
     second = service(config_dir).build()
     assert (second.built, second.switched, len(second.up_to_date)) == ([], [], 3), "nothing to do"
