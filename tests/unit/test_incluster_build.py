@@ -1,0 +1,58 @@
+"""The in-cluster build Job (rootless BuildKit): rendered and validated against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from dss_airflow.images.incluster import BUILDKIT_IMAGE, build_job_manifests
+
+VERSIONS = ["1.36.0", "1.37.0"]
+
+
+@pytest.fixture
+def manifests():
+    return build_job_manifests(
+        env_name="pandas",
+        build_hash="ab" * 32,
+        lock_text="numpy==2.3.0\npandas==2.2.3\n",
+        base_image="registry.local:5000/dss-airflow-base@sha256:" + "c" * 64,
+        registry_url="registry.local:5000",
+        namespace="dss-builds",
+        push_secret="registry-push",
+    )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_manifests_pass_strict_schema_validation(manifests, version):
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_job_builds_and_pushes_the_content_tag_rootless(manifests):
+    config_map, job = manifests
+    assert config_map["kind"] == "ConfigMap" and job["kind"] == "Job"
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == BUILDKIT_IMAGE
+    assert (
+        "type=image,name=registry.local:5000/dss-code-envs:pandas-abababababab,push=true"
+        in container["command"][2]
+    )
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert not container["securityContext"].get("privileged")
+    assert job["spec"]["backoffLimit"] == 0
+    dockerfile = config_map["data"]["Dockerfile"]
+    assert dockerfile.startswith("FROM registry.local:5000/dss-airflow-base@sha256:ccc")
+    assert "USER 1000:1000" in dockerfile and 'dss_airflow.build_hash="' + "ab" * 32 + '"' in dockerfile
+    items = {item["path"] for item in pod["volumes"][0]["configMap"]["items"]}
+    assert {"Dockerfile", "requirements.lock", "runtime/runner.py", "runtime/dss_recipe.py"} <= items
+
+
+def test_no_credentials_in_the_manifests(manifests):
+    text = json.dumps(manifests)
+    assert "password" not in text.lower() and "auth" not in text.replace("authorization", "")
+    secret = manifests[1]["spec"]["template"]["spec"]["volumes"][2]["secret"]
+    assert secret["secretName"] == "registry-push", "credentials come from a dockerconfigjson secret"
