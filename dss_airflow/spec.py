@@ -32,10 +32,16 @@ PROJECT_DIR = "/dss/project"
 RUN_DIR = "/dss/run"
 INPUTS_DIR = "/dss/in"
 OUTPUTS_DIR = "/dss/out"
+#: Kubernetes: output folders are mounted here (staging and destinations inside), and the result goes to
+#: the KubernetesPodOperator's XCom file, read by its sidecar.
+POD_OUTPUTS_ROOT = "/dss/out-root"
+POD_RESULT_FILE = "/airflow/xcom/return.json"
 LABEL_PREFIX = "dss_airflow"
 HOST_RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 
-Layout = Literal["container", "host"]
+#: "container": worker paths bind-mounted (docker); "host": worker paths as is (local); "pod": the refs
+#: already hold in-pod paths (kubernetes), the runner promotes outputs itself.
+Layout = Literal["container", "host", "pod"]
 
 
 @dataclass(frozen=True)
@@ -159,8 +165,9 @@ def user_of(config: ExecutionConfig, worker_uid: int, worker_gid: int) -> str | 
 def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
     """The JSON the runner reads: paths as the recipe will see them."""
     in_container = layout == "container"
-    project = PurePosixPath(PROJECT_DIR) if in_container else PurePosixPath(run.resolved.project_root)
-    run_dir = PurePosixPath(RUN_DIR) if in_container else PurePosixPath(run.run_dir)
+    on_host = layout == "host"
+    project = PurePosixPath(run.resolved.project_root) if on_host else PurePosixPath(PROJECT_DIR)
+    run_dir = PurePosixPath(run.run_dir) if on_host else PurePosixPath(RUN_DIR)
     inputs = {
         ref.name: str(
             (PurePosixPath(INPUTS_DIR) / ref.folder if in_container else PurePosixPath(ref.host_folder))
@@ -174,7 +181,7 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
         )
         for ref in run.outputs
     }
-    return {
+    context: dict[str, Any] = {
         "recipe": str(project / run.recipe),
         "recipe_name": str(run.recipe),
         "language": run.language,
@@ -185,6 +192,10 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
         "workdir": str(run_dir / "cwd"),
         "result_file": str(run_dir / "result.json"),
     }
+    if layout == "pod":
+        context["result_file"] = POD_RESULT_FILE
+        context["promote"] = [[str(ref.host_staging), str(ref.host_destination)] for ref in run.outputs]
+    return context
 
 
 def build_recipe_spec(
@@ -215,7 +226,18 @@ def build_recipe_spec(
         "DSS_PROJECT": resolved.project_name,
     }
     context_file = run.run_dir / "context.json"
-    if layout == "container":
+    result_file = run.run_dir / "result.json"
+    if layout == "pod":
+        # Volumes come from the kubernetes backend (PVCs); the context travels in DSS_CONTEXT_JSON.
+        if image is None:
+            raise ValueError("a pod layout needs an image")
+        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1"})
+        mounts: list[MountSpec] = []
+        command = (image.python, f"{RUNTIME_DIR}/runner.py", "-")
+        workdir = f"{RUN_DIR}/cwd"
+        image_name: str | None = image.image
+        result_file = Path(POD_RESULT_FILE)
+    elif layout == "container":
         if image is None:
             raise ValueError("a container layout needs an image")
         env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1"})
@@ -235,7 +257,7 @@ def build_recipe_spec(
         ]
         command = (image.python, f"{RUNTIME_DIR}/runner.py", f"{RUN_DIR}/context.json")
         workdir = f"{RUN_DIR}/cwd"
-        image_name: str | None = image.image
+        image_name = image.image
     else:
         if local_python is None:
             raise ValueError("a host layout needs the code env's python")
@@ -253,5 +275,5 @@ def build_recipe_spec(
         mounts=tuple(mounts),
         resources=resources_of(config),
         labels=labels,
-        host_result_file=run.run_dir / "result.json",
+        host_result_file=result_file,
     )

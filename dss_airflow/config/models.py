@@ -363,6 +363,10 @@ class Project(StrictModel):
     default_execution_config: str = INHERIT
     default_code_env: str | None = None
     groups: list[str] = Field(default_factory=list)
+    pvc: DnsLabel | None = Field(
+        default=None, description="PersistentVolumeClaim holding the project directory (kubernetes)"
+    )
+    sub_path: str | None = Field(default=None, description="Directory of the project inside its pvc")
 
 
 class Defaults(StrictModel):

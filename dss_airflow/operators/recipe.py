@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -21,6 +22,7 @@ from dss_airflow.config.resolve import ResolvedExecution, is_templated, resolve_
 from dss_airflow.errors import DSSAirflowError, ExecutionError
 from dss_airflow.spec import (
     LABEL_PREFIX,
+    RUN_DIR,
     ContainerSpec,
     Layout,
     RecipeRun,
@@ -40,11 +42,12 @@ from dss_airflow.staging import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import Path
+    from pathlib import PurePosixPath
 
     from airflow.sdk import Context
 
     from dss_airflow.backends.docker import DockerBackend
+    from dss_airflow.backends.kubernetes import KubernetesBackend
     from dss_airflow.backends.local import LocalBackend
 
 
@@ -99,7 +102,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self.outputs = _freeze_refs(outputs)
         self.recipe_params = dict(recipe_params or {})
         self.config_dir = config_dir
-        self._backend: LocalBackend | DockerBackend | None = None
+        self._backend: LocalBackend | DockerBackend | KubernetesBackend | None = None
         self._validate_at_parse_time()
 
     # ------------------------------------------------------------------------------ parse time
@@ -133,12 +136,49 @@ class DSSContainerRecipeOperator(BaseOperator):
         )
         _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
         unique = secrets.token_hex(4)
+        run_key = f"{_task_key(context)}-{unique}"
+        if isinstance(resolved.execution_config, KubernetesExecutionConfig):
+            run, spec, result, promoted = self._execute_in_pod(
+                catalog, resolved, relative, language, run_key, unique, context
+            )
+        else:
+            run, spec, result, promoted = self._execute_on_worker(
+                catalog, resolved, relative, language, run_key, unique, context
+            )
+        for warning in result.get("warnings", []):
+            self.log.warning("%s", warning)
+        for name, files in promoted.items():
+            self.log.info("Output %r: %d file(s) in %s", name, len(files), _destination(run, name))
+        return {
+            "status": "success",
+            "recipe": self.recipe,
+            "project": resolved.project_name,
+            "code_env": resolved.code_env_name,
+            "execution_config": resolved.execution_config_name,
+            "image": spec.image,
+            "outputs": promoted,
+            "result": result.get("result"),
+            "warnings": result.get("warnings", []),
+            "duration_s": result.get("duration_s"),
+        }
+
+    def _execute_on_worker(
+        self,
+        catalog: Catalog,
+        resolved: ResolvedExecution,
+        relative: PurePosixPath,
+        language: str,
+        run_key: str,
+        unique: str,
+        context: Context,
+    ) -> tuple[RecipeRun, ContainerSpec, dict[str, Any], dict[str, list[str]]]:
+        """Local and docker: the worker stages, reads the result file and promotes the outputs."""
         run = RecipeRun(
             resolved=resolved,
             recipe=relative,
             language=language,
             inputs=plan_inputs(catalog, self.inputs),
-            outputs=plan_outputs(catalog, self.outputs, run_key=f"{_task_key(context)}-{unique}"),
+            outputs=plan_outputs(catalog, self.outputs, run_key=run_key),
             params=self.recipe_params,
             run_dir=create_run_dir(),
             task_labels=task_labels(context),
@@ -159,22 +199,47 @@ class DSSContainerRecipeOperator(BaseOperator):
         finally:
             discard_staging(run.outputs)
             shutil.rmtree(run.run_dir, ignore_errors=True)
-        for warning in result.get("warnings", []):
-            self.log.warning("%s", warning)
-        for name, files in promoted.items():
-            self.log.info("Output %r: %d file(s) in %s", name, len(files), _destination(run, name))
-        return {
-            "status": "success",
-            "recipe": self.recipe,
-            "project": resolved.project_name,
-            "code_env": resolved.code_env_name,
-            "execution_config": resolved.execution_config_name,
-            "image": spec.image,
-            "outputs": promoted,
-            "result": result.get("result"),
-            "warnings": result.get("warnings", []),
-            "duration_s": result.get("duration_s"),
+        return run, spec, result, promoted
+
+    def _execute_in_pod(
+        self,
+        catalog: Catalog,
+        resolved: ResolvedExecution,
+        relative: PurePosixPath,
+        language: str,
+        run_key: str,
+        unique: str,
+        context: Context,
+    ) -> tuple[RecipeRun, ContainerSpec, dict[str, Any], dict[str, list[str]]]:
+        """Kubernetes: paths are in-pod, the runner promotes in the pod, the result comes by XCom."""
+        from dss_airflow.backends.kubernetes import plan_pod_io
+
+        inputs, outputs = plan_pod_io(catalog, self.inputs, self.outputs, run_key)
+        run = RecipeRun(
+            resolved=resolved,
+            recipe=relative,
+            language=language,
+            inputs=inputs,
+            outputs=outputs,
+            params=self.recipe_params,
+            run_dir=Path(RUN_DIR),
+            task_labels=task_labels(context),
+        )
+        spec = self._build_spec(catalog, run, unique)
+        backend_failure: ExecutionError | None = None
+        result: dict[str, Any] | None = None
+        try:
+            result = self._run_backend(resolved, spec, context, catalog=catalog, run=run)
+        except ExecutionError as exc:
+            backend_failure = exc
+        if backend_failure is not None or result is None or result.get("status") != "success":
+            raise _recipe_failure(self.recipe, resolved, result, backend_failure)
+        listed = result.get("outputs") or {}
+        promoted = {
+            ref.name: [str(ref.host_destination / name) for name in listed.get(ref.name, [])]
+            for ref in outputs
         }
+        return run, spec, result, promoted
 
     def _build_spec(self, catalog: Catalog, run: RecipeRun, unique: str) -> ContainerSpec:
         resolved = run.resolved
@@ -193,6 +258,18 @@ class DSSContainerRecipeOperator(BaseOperator):
             return build_recipe_spec(run, layout="host", image=None, local_python=str(python), unique=unique)
         from dss_airflow.images.lookup import image_for
 
+        if isinstance(config, KubernetesExecutionConfig):
+            from dss_airflow.backends.kubernetes import require_runtime_image
+
+            require_runtime_image(resolved)
+            return build_recipe_spec(
+                run,
+                layout="pod",
+                image=image_for(catalog, resolved),
+                worker_uid=uid,
+                worker_gid=gid,
+                unique=unique,
+            )
         return build_recipe_spec(
             run,
             layout="container",
@@ -202,7 +279,16 @@ class DSSContainerRecipeOperator(BaseOperator):
             unique=unique,
         )
 
-    def _run_backend(self, resolved: ResolvedExecution, spec: ContainerSpec, context: Context) -> None:
+    def _run_backend(
+        self,
+        resolved: ResolvedExecution,
+        spec: ContainerSpec,
+        context: Context,
+        *,
+        catalog: Catalog | None = None,
+        run: RecipeRun | None = None,
+    ) -> dict[str, Any] | None:
+        """Run the spec; kubernetes returns the runner's result (XCom), the others leave a result file."""
         config = resolved.execution_config
         if isinstance(config, LocalExecutionConfig):
             from dss_airflow.backends.local import LocalBackend
@@ -217,10 +303,15 @@ class DSSContainerRecipeOperator(BaseOperator):
             self._backend = docker
             docker.run(spec, context, task_id=self.task_id)
         elif isinstance(config, KubernetesExecutionConfig):
-            raise DSSAirflowError(
-                f"execution config {resolved.execution_config_name!r} is of type kubernetes, which this "
-                "version validates but does not run yet; use a docker or local config"
-            )
+            from dss_airflow.backends.kubernetes import KubernetesBackend, pod_for_run
+
+            if catalog is None or run is None:
+                raise DSSAirflowError("a kubernetes run needs its catalog and its planned run")
+            pod = pod_for_run(catalog, run, spec)  # pure; refuses oversized contexts before any API call
+            kubernetes = KubernetesBackend(config, self.log)  # type: ignore[arg-type]
+            self._backend = kubernetes
+            return kubernetes.run(pod, context, task_id=self.task_id)
+        return None
 
     def on_kill(self) -> None:
         if self._backend is not None:

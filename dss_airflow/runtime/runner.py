@@ -1,7 +1,8 @@
 """Runs one recipe inside a code env (container or local venv). Standard library only.
 
-Usage: ``python runner.py CONTEXT_JSON``. The context names the recipe, its language, the input paths,
-the staging directories of its outputs, its params and where to write the result. The runner:
+Usage: ``python runner.py CONTEXT_JSON``, or ``python runner.py -`` to read the context from the
+``DSS_CONTEXT_JSON`` environment variable (Kubernetes pods). The context names the recipe, its language,
+the input paths, the staging directories of its outputs, its params and where to write the result. The runner:
 
 * runs the recipe in a fresh, empty working directory and warns about any file the recipe leaves there
   (in a container that file is lost: outputs belong in managed folders);
@@ -9,12 +10,15 @@ the staging directories of its outputs, its params and where to write the result
 * writes a JSON result atomically (temp file + rename), ``status`` "success" or "failed".
 
 The operator on the worker promotes staged outputs only after a success, so a failed run leaves no
-partial file in a managed folder.
+partial file in a managed folder. When the worker cannot see the folders (Kubernetes PVCs), the context
+has ``"promote": [[staging_dir, destination_dir], ...]`` and the runner itself moves every staged file
+into place (``os.replace``) after a success, or only removes the staging directories after a failure.
 """
 
 import json
 import os
 import runpy
+import shutil
 import signal
 import sys
 import time
@@ -62,6 +66,71 @@ def _run_r(context: Dict[str, Any]) -> None:
         raise RuntimeError("R recipe exited with code %d" % completed.returncode)
 
 
+def _remove_staging(pairs: List[List[str]]) -> None:
+    """Remove staging directories, then their run directory and ``.dss-staging`` once empty."""
+    for staging, _destination in pairs:
+        shutil.rmtree(staging, ignore_errors=True)
+        parent = os.path.dirname(staging.rstrip("/"))
+        for directory in (parent, os.path.dirname(parent)):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+
+
+def _promote(pairs: List[List[str]]) -> Dict[str, List[str]]:
+    """Move every staged file to its destination (atomic per file); returns destination -> files."""
+    promoted: Dict[str, List[str]] = {}
+    for staging, destination in pairs:
+        files = []
+        for relative in _list_files(staging):
+            source = os.path.join(staging, relative)
+            if os.path.islink(source):
+                print("[dss-airflow] WARNING: symbolic link %s not promoted" % source, flush=True)
+                continue
+            target = os.path.join(destination, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(source, target)
+            files.append(target)
+        promoted[destination] = files
+    return promoted
+
+
+def _load_context(argument: str) -> Dict[str, Any]:
+    if argument == "-":
+        text = os.environ.get("DSS_CONTEXT_JSON")
+        if not text:
+            raise SystemExit("runner.py -: the DSS_CONTEXT_JSON environment variable is missing or empty")
+        data: Dict[str, Any] = json.loads(text)
+        return data
+    with open(argument, encoding="utf-8") as handle:
+        loaded: Dict[str, Any] = json.load(handle)
+        return loaded
+
+
+def _context_file(argument: str, context: Dict[str, Any]) -> str:
+    """The context as a file for dss_recipe: the given file, or one written next to the workdir."""
+    if argument != "-":
+        return argument
+    run_dir = os.path.dirname(os.path.abspath(context["workdir"]))
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, "context.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(context, handle)
+    return path
+
+
+def _finish_outputs(result: Dict[str, Any], pairs: List[List[str]]) -> None:
+    """Promote after a success (a failed move fails the run), then remove the staging directories."""
+    if result["status"] == "success":
+        try:
+            _promote(pairs)
+        except OSError as exc:
+            traceback.print_exc()
+            result.update(status="failed", error="promoting the outputs failed: %s" % exc)
+    _remove_staging(pairs)
+
+
 class Terminated(BaseException):
     """SIGTERM (docker stop, on_kill): the recipe is interrupted and the run reported as failed."""
 
@@ -72,12 +141,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(argv: List[str]) -> int:
     if len(argv) != 2:
-        sys.stderr.write("usage: runner.py CONTEXT_JSON\n")
+        sys.stderr.write("usage: runner.py CONTEXT_JSON | -  (- reads $DSS_CONTEXT_JSON)\n")
         return 2
-    context_path = argv[1]
-    with open(context_path, encoding="utf-8") as handle:
-        context = json.load(handle)
-    os.environ["DSS_CONTEXT"] = context_path
+    context = _load_context(argv[1])
+    promote_pairs: List[List[str]] = context.get("promote", [])
+    os.environ["DSS_CONTEXT"] = _context_file(argv[1], context)
+    for staging, _destination in promote_pairs:
+        os.makedirs(staging, exist_ok=True)  # the worker cannot create them in a PVC
     # In a container the runner is PID 1, which ignores SIGTERM unless it installs a handler: without
     # this, `docker stop` (on_kill) would wait its whole grace period before SIGKILL.
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -117,6 +187,8 @@ def main(argv: List[str]) -> int:
         with open(user_result, encoding="utf-8") as handle:
             result["result"] = json.load(handle)
         os.unlink(user_result)
+    if promote_pairs:
+        _finish_outputs(result, promote_pairs)
     _write_json_atomically(context["result_file"], result)
     print(
         "[dss-airflow] recipe %s: %s in %.2fs"

@@ -1,0 +1,446 @@
+"""Kubernetes backend: a recipe run as a pod through the cncf-kubernetes provider's KubernetesPodOperator.
+
+The pod is built by a pure function (:func:`build_pod`) from the backend-neutral :class:`ContainerSpec`
+and the PVC mounts of the project and managed folders (:func:`pod_mounts`), so every manifest is checked
+in unit tests against the Kubernetes OpenAPI schemas. The provider's operator is composed inside
+:meth:`KubernetesBackend.run` (as DockerBackend does with DockerOperator): pod creation, log following,
+the XCom sidecar, clean-up and credential refresh come with each provider release.
+
+The worker cannot see PVCs, so the pod does everything the worker does for docker: the runner reads its
+context from ``DSS_CONTEXT_JSON``, stages outputs inside the output folder's PVC and promotes them itself
+after a success; its result reaches us through the operator's XCom file (``/airflow/xcom/return.json``).
+
+Context isolation: the provider's KubernetesHook, given no ``client_configuration``, calls
+``config.load_kube_config(client_configuration=None, context=...)`` which *replaces the kubernetes
+client's process-wide default configuration*; every ApiClient created afterwards copies that default. Two
+tasks on configs with different clusters in one process (e.g. a CeleryExecutor worker with threads, the
+triggerer) could then talk to the wrong cluster. Our operator subclass gives each hook its own fresh
+``kubernetes.client.Configuration`` (the hook passes it to every ``load_*_config`` call and to the
+ApiClient), so nothing global is read or written, except for ``in_cluster`` where the provider's sync hook
+loads the in-cluster config into the global default (identical for every caller in a pod) and we load it
+into our own configuration as well.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from kubernetes.client import models as k8s
+
+from dss_airflow.config.models import KubernetesExecutionConfig
+from dss_airflow.errors import ConfigError, DSSAirflowError, ExecutionError
+from dss_airflow.spec import (
+    INPUTS_DIR,
+    LABEL_PREFIX,
+    POD_OUTPUTS_ROOT,
+    PROJECT_DIR,
+    RUN_DIR,
+    ContainerSpec,
+    InputRef,
+    OutputRef,
+    RecipeRun,
+    build_recipe_context,
+)
+from dss_airflow.staging import STAGING_DIR, FolderRefs, _named_refs, _split_ref
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk import Context
+
+    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.models import ManagedFolder, Project
+    from dss_airflow.config.resolve import ResolvedExecution
+
+log = logging.getLogger(__name__)
+
+#: The runner's context travels in an environment variable: keep pod specs small (etcd objects are
+#: limited to ~1.5 MiB and every env var is shown by `kubectl describe`).
+MAX_CONTEXT_BYTES = 64 * 1024
+BASE_CONTAINER = "base"
+RUN_VOLUME = "dss-run"
+LABEL_KEY_PREFIX = "dss-airflow/"
+_MAX_NAME = 63
+
+
+@dataclass(frozen=True)
+class PvcMount:
+    """A directory of a PersistentVolumeClaim mounted in the pod."""
+
+    claim: str
+    sub_path: str | None
+    target: str
+    read_only: bool
+
+
+# ----------------------------------------------------------------------------------- planning (pure)
+def _require_pvc(catalog: Catalog | None, section: str, name: str, pvc: str | None, what: str) -> str:
+    if pvc:
+        return pvc
+    file, line = catalog.where(section, name) if catalog is not None else (None, None)
+    raise ConfigError(
+        f"{what} has no pvc, so a kubernetes execution config cannot mount it",
+        file=file,
+        line=line,
+        field=f"{section}.{name}.pvc",
+        fix="add 'pvc' (a PersistentVolumeClaim of the config's namespace) and 'sub_path' where "
+        f"{what} lives in the cluster, or run this task on a docker or local execution config",
+    )
+
+
+def _clean_sub_path(sub_path: str | None) -> str | None:
+    if not sub_path:
+        return None
+    path = PurePosixPath(sub_path)
+    if path.is_absolute() or ".." in path.parts:
+        raise ConfigError(
+            "sub_path must be relative to the volume, without '..'", value=sub_path, field="sub_path"
+        )
+    return str(path)
+
+
+def plan_pod_io(
+    catalog: Catalog, inputs: FolderRefs, outputs: FolderRefs, run_key: str
+) -> tuple[tuple[InputRef, ...], tuple[OutputRef, ...]]:
+    """Inputs and outputs with *in-pod* paths (the ``host_*`` fields hold what the pod sees)."""
+    planned_inputs = []
+    for name, ref in _named_refs(inputs, "inputs").items():
+        folder, sub_path = _split_ref(ref, f"inputs.{name}")
+        catalog.lookup("managed_folders", folder, field=f"inputs.{name}")
+        planned_inputs.append(
+            InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=Path(INPUTS_DIR, folder))
+        )
+    planned_outputs = []
+    for name, ref in _named_refs(outputs, "outputs").items():
+        folder, sub_path = _split_ref(ref, f"outputs.{name}")
+        catalog.lookup("managed_folders", folder, field=f"outputs.{name}")
+        root = Path(POD_OUTPUTS_ROOT, folder)
+        planned_outputs.append(
+            OutputRef(
+                name=name,
+                folder=folder,
+                sub_path=sub_path,
+                host_staging=root / STAGING_DIR / run_key / name,
+                host_destination=root / sub_path,
+            )
+        )
+    return tuple(planned_inputs), tuple(planned_outputs)
+
+
+def pod_mounts(
+    project_name: str,
+    project: Project,
+    folders: Mapping[str, ManagedFolder],
+    inputs: Sequence[InputRef],
+    outputs: Sequence[OutputRef],
+    catalog: Catalog | None = None,
+) -> tuple[PvcMount, ...]:
+    """Project read-only at /dss/project, input folders read-only, output folders read-write."""
+    claim = _require_pvc(catalog, "projects", project_name, project.pvc, "the project")
+    mounts = [PvcMount(claim, _clean_sub_path(project.sub_path), PROJECT_DIR, read_only=True)]
+    for kind, names, base, read_only in (
+        ("input", [ref.folder for ref in inputs], INPUTS_DIR, True),
+        ("output", [ref.folder for ref in outputs], POD_OUTPUTS_ROOT, False),
+    ):
+        for name in dict.fromkeys(names):
+            folder = folders[name]
+            pvc = _require_pvc(catalog, "managed_folders", name, folder.pvc, f"the {kind} managed folder")
+            mounts.append(PvcMount(pvc, _clean_sub_path(folder.sub_path), f"{base}/{name}", read_only))
+    return tuple(mounts)
+
+
+# ------------------------------------------------------------------------------- manifest (pure)
+def label_value(value: str) -> str:
+    """A valid label value: <=63 chars of [A-Za-z0-9_.-], alphanumeric at both ends; lossy → hash suffix."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-_.")
+    if safe == value and len(safe) <= _MAX_NAME:
+        return safe
+    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
+    head = safe[: _MAX_NAME - len(digest) - 1].rstrip("-_.")
+    return f"{head}-{digest}" if head else digest
+
+
+def pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
+    """``dss_airflow.dag_id`` → ``dss-airflow/dag-id``, values made valid."""
+    converted = {}
+    for key, value in labels.items():
+        name = key.removeprefix(f"{LABEL_PREFIX}.")
+        name = re.sub(r"[^A-Za-z0-9.-]+", "-", name.replace("_", "-")).strip("-.")[:_MAX_NAME] or "label"
+        converted[LABEL_KEY_PREFIX + name] = label_value(str(value))
+    return converted
+
+
+def pod_name(spec_name: str) -> str:
+    """A DNS label (lower-case, digits, '-', <=63 chars) kept unique by a hash when shortened."""
+    name = re.sub(r"[^a-z0-9-]+", "-", spec_name.lower()).strip("-")
+    if len(name) <= _MAX_NAME and name == spec_name:
+        return name
+    digest = hashlib.sha256(spec_name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_NAME - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def context_json(context: Mapping[str, Any]) -> str:
+    """The runner context as compact JSON, refused above MAX_CONTEXT_BYTES (before any pod exists)."""
+    text = json.dumps(context, sort_keys=True, separators=(",", ":"))
+    size = len(text.encode())
+    if size > MAX_CONTEXT_BYTES:
+        raise ConfigError(
+            f"the recipe context is {size} bytes, over the {MAX_CONTEXT_BYTES // 1024} KiB a kubernetes run "
+            "passes in an environment variable: recipe_params are too big",
+            field="recipe_params",
+            fix="put large data in a managed folder (an input) and pass only its name or path in "
+            "recipe_params",
+        )
+    return text
+
+
+def container_security_context() -> k8s.V1SecurityContext:
+    """Pod Security Standards "restricted": no privilege escalation, no capabilities, RuntimeDefault."""
+    return k8s.V1SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=k8s.V1Capabilities(drop=["ALL"]),
+        run_as_non_root=True,
+        seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+    )
+
+
+def _volumes(mounts: Sequence[PvcMount]) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """One volume per distinct claim (read-only when every mount of it is), one volumeMount per mount."""
+    claims: dict[str, str] = {}
+    for mount in mounts:
+        claims.setdefault(mount.claim, f"pvc-{len(claims)}")
+    volumes = [
+        k8s.V1Volume(
+            name=volume,
+            persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+                claim_name=claim, read_only=all(m.read_only for m in mounts if m.claim == claim)
+            ),
+        )
+        for claim, volume in claims.items()
+    ]
+    volumes.append(k8s.V1Volume(name=RUN_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()))
+    volume_mounts = [
+        k8s.V1VolumeMount(
+            name=claims[m.claim], mount_path=m.target, sub_path=m.sub_path, read_only=m.read_only
+        )
+        for m in mounts
+    ]
+    volume_mounts.append(k8s.V1VolumeMount(name=RUN_VOLUME, mount_path=RUN_DIR))
+    return volumes, volume_mounts
+
+
+def build_pod(
+    spec: ContainerSpec,
+    config: KubernetesExecutionConfig,
+    mounts: Sequence[PvcMount],
+    context: Mapping[str, Any],
+) -> k8s.V1Pod:
+    """Pure: the pod a recipe run becomes (before the provider adds its XCom sidecar and TI labels)."""
+    if spec.image is None:
+        raise ValueError("a pod needs an image")
+    env = {**spec.env, "DSS_CONTEXT_JSON": context_json(context)}
+    uid = config.run_as_user
+    volumes, volume_mounts = _volumes(mounts)
+    resources = spec.resources
+    container = k8s.V1Container(
+        name=BASE_CONTAINER,
+        image=spec.image,
+        image_pull_policy="IfNotPresent",
+        command=list(spec.command),
+        env=[k8s.V1EnvVar(name=name, value=value) for name, value in env.items()],
+        working_dir=RUN_DIR,  # the runner creates and enters its own cwd below it
+        resources=k8s.V1ResourceRequirements(
+            requests=dict(resources.k8s_requests) or None, limits=dict(resources.k8s_limits) or None
+        ),
+        security_context=container_security_context(),
+        volume_mounts=volume_mounts,
+        termination_message_policy="FallbackToLogsOnError",
+    )
+    tolerations = [
+        k8s.V1Toleration(
+            key=t.key,
+            operator=t.operator,
+            value=t.value,
+            effect=t.effect,
+            toleration_seconds=t.toleration_seconds,
+        )
+        for t in config.tolerations
+    ]
+    pull_secrets = [k8s.V1LocalObjectReference(name=name) for name in config.image_pull_secrets]
+    return k8s.V1Pod(
+        api_version="v1",
+        kind="Pod",
+        metadata=k8s.V1ObjectMeta(
+            name=pod_name(spec.name), namespace=config.namespace, labels=pod_labels(spec.labels)
+        ),
+        spec=k8s.V1PodSpec(
+            containers=[container],
+            restart_policy="Never",
+            volumes=volumes,
+            node_selector=dict(config.node_selector) or None,
+            tolerations=tolerations or None,
+            image_pull_secrets=pull_secrets or None,
+            service_account_name=config.service_account,
+            security_context=k8s.V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=uid,
+                run_as_group=uid,
+                fs_group=uid,
+                seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+            ),
+        ),
+    )
+
+
+def pod_for_run(catalog: Catalog, run: RecipeRun, spec: ContainerSpec) -> k8s.V1Pod:
+    """The pod of a recipe run planned with :func:`plan_pod_io` and built with layout "pod"."""
+    resolved = run.resolved
+    config = resolved.execution_config
+    if not isinstance(config, KubernetesExecutionConfig):
+        raise TypeError(f"execution config {resolved.execution_config_name!r} is not of type kubernetes")
+    mounts = pod_mounts(
+        resolved.project_name, resolved.project, catalog.managed_folders, run.inputs, run.outputs, catalog
+    )
+    return build_pod(spec, config, mounts, build_recipe_context(run, "pod"))
+
+
+def require_runtime_image(resolved: ResolvedExecution) -> None:
+    """Pods run the code env's image, which carries the runtime; a bare base image does not."""
+    env = resolved.code_env
+    if env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none":
+        return
+    raise DSSAirflowError(
+        f"code env {resolved.code_env_name!r} has no packages, so it has no image of its own, and a pod "
+        f"needs the dss-airflow runtime baked into a code-env image: build it with `dss-airflow images "
+        f"build {resolved.code_env_name} --config {resolved.execution_config_name}`"
+    )
+
+
+# ------------------------------------------------------------------------------------ the operator
+def operator_kwargs(
+    pod: k8s.V1Pod, config: KubernetesExecutionConfig, *, deferrable: bool = False
+) -> dict[str, Any]:
+    """Pure mapping of a pod and its config onto KubernetesPodOperator arguments."""
+    kwargs: dict[str, Any] = {
+        "full_pod_spec": pod,
+        "name": pod.metadata.name,
+        "random_name_suffix": False,
+        "namespace": config.namespace,
+        "cluster_context": config.context,
+        "do_xcom_push": True,
+        "on_finish_action": "delete_pod",
+        "get_logs": True,
+        "deferrable": deferrable,
+        "xcom_sidecar_container_security_context": container_security_context(),
+    }
+    # None = no Airflow connection: in-cluster, else the default kubeconfig (KUBECONFIG).
+    kwargs["kubernetes_conn_id"] = config.kubernetes_conn_id
+    return kwargs
+
+
+@functools.cache
+def _operator_class() -> type[KubernetesPodOperator]:
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes import client, config
+
+    class IsolatedKubernetesHook(KubernetesHook):
+        """A hook that never reads or writes the kubernetes client's process-wide default configuration."""
+
+        def get_conn(self) -> Any:
+            if self.client_configuration is None:
+                self.client_configuration = client.Configuration()
+                in_cluster = self.in_cluster
+                if in_cluster is None:
+                    in_cluster = self._get_field("in_cluster")  # type: ignore[no-untyped-call]
+                if in_cluster:
+                    config.load_incluster_config(client_configuration=self.client_configuration)
+            return super().get_conn()
+
+    class DSSKubernetesPodOperator(KubernetesPodOperator):
+        """KubernetesPodOperator with a per-operator client configuration and the XCom kept for us."""
+
+        runner_result: Any = None
+
+        @cached_property
+        def hook(self) -> Any:  # type: ignore[override]
+            return IsolatedKubernetesHook(
+                conn_id=self.kubernetes_conn_id,
+                in_cluster=self.in_cluster,
+                config_file=self.config_file,
+                cluster_context=self.cluster_context,
+            )
+
+        def extract_xcom(self, pod: k8s.V1Pod, *, ignore_kill_failure: bool = True) -> Any:
+            self.runner_result = super().extract_xcom(pod, ignore_kill_failure=ignore_kill_failure)
+            return self.runner_result
+
+    return DSSKubernetesPodOperator
+
+
+def make_operator(task_id: str, pod: k8s.V1Pod, config: KubernetesExecutionConfig, **extra: Any) -> Any:
+    return _operator_class()(task_id=f"{task_id}.pod", **operator_kwargs(pod, config, **extra))
+
+
+class KubernetesBackend:
+    """Runs one pod through a composed KubernetesPodOperator and returns the runner's JSON result."""
+
+    def __init__(
+        self,
+        config: KubernetesExecutionConfig,
+        logger: logging.Logger | None = None,
+        *,
+        deferrable: bool = False,
+    ) -> None:
+        self.config = config
+        self.log = logger or log
+        self.deferrable = deferrable
+        self._operator: Any = None
+        self._killed = False
+
+    def run(self, pod: k8s.V1Pod, context: Context, *, task_id: str) -> dict[str, Any] | None:
+        """Run the pod; returns the runner's result (None if it wrote none). Raises ExecutionError."""
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+
+        if self.deferrable:
+            raise DSSAirflowError(
+                "deferrable kubernetes runs are not supported yet: the pod operator is composed inside "
+                "DSSContainerRecipeOperator, whose re-entry after the trigger is not wired"
+            )
+        operator = make_operator(task_id, pod, self.config)
+        self._operator = operator
+        name = f"{self.config.namespace}/{pod.metadata.name}"
+        where = f"context {self.config.context}" if self.config.context else "the default context"
+        self.log.info("Running pod %s (%s): image %s", name, where, pod.spec.containers[0].image)
+        failure: BaseException | None = None
+        try:
+            sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
+            returned = operator.execute(context, **sentinel)
+        except Exception as exc:  # the provider raises AirflowException / ApiException / its own types
+            failure = exc
+            returned = None
+        if self._killed:
+            # apache/airflow#73006: on_kill deletes the pod, cleanup() then returns early and execute()
+            # may return normally; a killed task must never report success.
+            raise ExecutionError(f"pod {name} was deleted by on_kill")
+        raw = operator.runner_result if operator.runner_result is not None else returned
+        result: dict[str, Any] | None = raw if isinstance(raw, dict) else None
+        if failure is not None:
+            if result is not None and result.get("status") == "failed":
+                return result  # the recipe's own failure, reported by the operator
+            raise ExecutionError(f"pod {name} failed: {failure}") from failure
+        return result
+
+    def kill(self) -> None:
+        self._killed = True
+        if self._operator is not None:
+            self._operator.on_kill()

@@ -1,0 +1,124 @@
+"""Render the pod a DSSContainerRecipeOperator task would submit, as YAML, without a cluster.
+
+``dss-airflow k8s render DAG TASK [--config CFG]`` prints it for review or ``kubectl apply --dry-run=server``.
+The manifest is the provider's own (``KubernetesPodOperator.build_pod_request_obj(dry_run=True)``: our
+pod plus its XCom sidecar), for a placeholder run (``run_id`` "render", try 1): only the run-specific
+labels, the pod name suffix and the staging directory name differ from a real run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dss_airflow.errors import ConfigError, DSSAirflowError
+
+RENDER_RUN_ID = "render"
+
+
+def _render_value(value: Any, params: dict[str, Any], field: str) -> Any:
+    """Render Jinja in strings (recursively) with only the DAG's param defaults available."""
+    import jinja2
+
+    from dss_airflow.config.resolve import is_templated
+
+    if isinstance(value, str) and is_templated(value):
+        env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+        try:
+            return env.from_string(value).render(params=params)
+        except jinja2.TemplateError as exc:
+            raise ConfigError(
+                f"cannot render {value!r} with the DAG's param defaults only ({exc})",
+                field=field,
+                fix="pass the value explicitly (e.g. --config CFG for execution_config)",
+                show_value=False,
+            ) from exc
+    if isinstance(value, dict):
+        return {k: _render_value(v, params, field) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_render_value(v, params, field) for v in value]
+    return value
+
+
+def render_task(
+    dag_id: str,
+    task_id: str,
+    dags_folder: Path | None = None,
+    execution_config: str | None = None,
+) -> str:
+    """The YAML of the pod ``dag_id.task_id`` would run (``execution_config`` overrides the task's)."""
+    import yaml
+    from airflow.dag_processing.dagbag import DagBag
+    from kubernetes.client import ApiClient
+
+    from dss_airflow.backends.kubernetes import make_operator, plan_pod_io, pod_for_run, require_runtime_image
+    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.config.models import KubernetesExecutionConfig
+    from dss_airflow.config.resolve import resolve_execution, resolve_recipe_path
+    from dss_airflow.images.lookup import image_for
+    from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+    from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, RecipeRun, build_recipe_spec
+
+    if dags_folder is None:
+        from airflow.configuration import conf
+
+        dags_folder = Path(conf.get("core", "dags_folder"))
+    bag = DagBag(dag_folder=str(dags_folder))
+    dag = bag.dags.get(dag_id)
+    if dag is None:
+        errors = "; ".join(f"{file}: {error}" for file, error in bag.import_errors.items())
+        raise DSSAirflowError(
+            f"no DAG {dag_id!r} in {dags_folder}" + (f" (import errors: {errors})" if errors else "")
+        )
+    if task_id not in dag.task_dict:
+        raise DSSAirflowError(f"DAG {dag_id!r} has no task {task_id!r}")
+    task = dag.task_dict[task_id]
+    if not isinstance(task, DSSContainerRecipeOperator):
+        raise DSSAirflowError(f"task {dag_id}.{task_id} is a {type(task).__name__}, not a recipe task")
+    params = dict(dag.params.dump()) if dag.params else {}
+
+    def field(name: str) -> Any:
+        return _render_value(getattr(task, name), params, name)
+
+    catalog = get_catalog(task.config_dir)
+    resolved = resolve_execution(
+        catalog,
+        project=task.project,
+        execution_config=execution_config or field("execution_config"),
+        code_env=field("code_env"),
+    )
+    config = resolved.execution_config
+    if not isinstance(config, KubernetesExecutionConfig):
+        raise DSSAirflowError(
+            f"task {dag_id}.{task_id} runs on {resolved.execution_config_name!r} ({config.type}), not on a "
+            "kubernetes execution config; pass one explicitly to render its pod"
+        )
+    _, relative, language = resolve_recipe_path(resolved.project_root, field("recipe"))
+    inputs, outputs = plan_pod_io(catalog, field("inputs"), field("outputs"), run_key=f"{task_id}-render")
+    labels = {
+        "dag_id": dag_id,
+        "task_id": task_id,
+        "run_id": RENDER_RUN_ID,
+        "map_index": "-1",
+        "try_number": "1",
+    }
+    run = RecipeRun(
+        resolved=resolved,
+        recipe=relative,
+        language=language,
+        inputs=inputs,
+        outputs=outputs,
+        params=field("recipe_params"),
+        run_dir=Path(RUN_DIR),
+        task_labels={
+            **{f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
+            f"{LABEL_PREFIX}.try_number": "1",
+        },
+    )
+    require_runtime_image(resolved)
+    spec = build_recipe_spec(run, layout="pod", image=image_for(catalog, resolved), unique="render")
+    pod = pod_for_run(catalog, run, spec)
+    operator = make_operator(task_id, pod, config)
+    submitted = operator.build_pod_request_obj(dry_run=True)
+    manifest = ApiClient().sanitize_for_serialization(submitted)
+    return str(yaml.safe_dump(manifest, sort_keys=False))
