@@ -198,8 +198,24 @@ def main(argv: list[str] | None = None) -> int:
             sub.add_argument("--refresh", action="store_true", help="re-resolve package locks")
             sub.add_argument("--jobs", type=int, default=2, help="concurrent builds (default 2)")
             sub.add_argument("--quiet", action="store_true", help="do not stream build logs")
+    k8s = commands.add_parser("k8s", help="Kubernetes: render what would be applied")
+    k8s_commands = k8s.add_subparsers(dest="command", required=True)
+    render = k8s_commands.add_parser("render", help="print the pod YAML of a task (no cluster needed)")
+    render.add_argument("dag_id")
+    render.add_argument("task_id")
+    render.add_argument("--config", help="execution config to render with (default: the task's)")
+    render.add_argument("--dags-folder", type=Path, default=None, help="default: Airflow's dags_folder")
     args = parser.parse_args(argv)
     try:
+        if args.group == "k8s":
+            import contextlib
+
+            from dss_airflow.k8s_render import render_task
+
+            with contextlib.redirect_stdout(sys.stderr):  # Airflow logs to stdout; keep it pure YAML
+                manifest = render_task(args.dag_id, args.task_id, args.dags_folder, args.config)
+            print(manifest, end="")
+            return 0
         if args.group == "images":
             return _images(args)
         if args.command == "validate":

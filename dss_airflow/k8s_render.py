@@ -51,13 +51,15 @@ def render_task(
     from airflow.dag_processing.dagbag import DagBag
     from kubernetes.client import ApiClient
 
-    from dss_airflow.backends.kubernetes import make_operator, plan_pod_io, pod_for_run, require_runtime_image
+    from dss_airflow.backends.kubernetes import make_operator, plan_pod_io, pod_for_run
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.config.models import KubernetesExecutionConfig
     from dss_airflow.config.resolve import resolve_execution, resolve_recipe_path
+    from dss_airflow.errors import ImageNotBuiltError
+    from dss_airflow.images.envbuild import ENV_PYTHON
     from dss_airflow.images.lookup import image_for
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-    from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, RecipeRun, build_recipe_spec
+    from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, ImageRef, RecipeRun, build_recipe_spec
 
     if dags_folder is None:
         from airflow.configuration import conf
@@ -115,10 +117,16 @@ def render_task(
             f"{LABEL_PREFIX}.try_number": "1",
         },
     )
-    require_runtime_image(resolved)
-    spec = build_recipe_spec(run, layout="pod", image=image_for(catalog, resolved), unique="render")
+    header = ""
+    try:
+        image = image_for(catalog, resolved)
+    except ImageNotBuiltError as exc:  # still worth reviewing: say so, with a placeholder image
+        registry = config.registry.url + "/" if config.registry else ""
+        image = ImageRef(f"{registry}dss-code-envs:{resolved.code_env_name}-NOT-BUILT", ENV_PYTHON)
+        header = f"# {exc}\n"
+    spec = build_recipe_spec(run, layout="pod", image=image, unique="render")
     pod = pod_for_run(catalog, run, spec)
     operator = make_operator(task_id, pod, config)
     submitted = operator.build_pod_request_obj(dry_run=True)
     manifest = ApiClient().sanitize_for_serialization(submitted)
-    return str(yaml.safe_dump(manifest, sort_keys=False))
+    return header + str(yaml.safe_dump(manifest, sort_keys=False))

@@ -33,7 +33,7 @@ _IO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 FolderRefs = Mapping[str, str] | Iterable[str] | None
 
 
-def _named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
+def named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
     """``["raw"]`` or ``{"orders": "raw/orders.csv"}`` → {name: ref}; names are safe path components."""
     if refs is None:
         return {}
@@ -51,7 +51,7 @@ def _named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
     return named
 
 
-def _split_ref(ref: str, field: str) -> tuple[str, PurePosixPath]:
+def split_ref(ref: str, field: str) -> tuple[str, PurePosixPath]:
     folder, _, rest = ref.partition("/")
     sub_path = PurePosixPath(rest) if rest else PurePosixPath()
     if sub_path.is_absolute() or ".." in sub_path.parts or STAGING_DIR in sub_path.parts or "\\" in ref:
@@ -66,8 +66,8 @@ def _split_ref(ref: str, field: str) -> tuple[str, PurePosixPath]:
 
 def plan_inputs(catalog: Catalog, refs: FolderRefs) -> tuple[InputRef, ...]:
     planned = []
-    for name, ref in _named_refs(refs, "inputs").items():
-        folder, sub_path = _split_ref(ref, f"inputs.{name}")
+    for name, ref in named_refs(refs, "inputs").items():
+        folder, sub_path = split_ref(ref, f"inputs.{name}")
         host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"inputs.{name}"))
         planned.append(InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=host_folder))
     return tuple(planned)
@@ -75,8 +75,8 @@ def plan_inputs(catalog: Catalog, refs: FolderRefs) -> tuple[InputRef, ...]:
 
 def plan_outputs(catalog: Catalog, refs: FolderRefs, run_key: str) -> tuple[OutputRef, ...]:
     planned = []
-    for name, ref in _named_refs(refs, "outputs").items():
-        folder, sub_path = _split_ref(ref, f"outputs.{name}")
+    for name, ref in named_refs(refs, "outputs").items():
+        folder, sub_path = split_ref(ref, f"outputs.{name}")
         host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"outputs.{name}"))
         planned.append(
             OutputRef(
@@ -99,8 +99,8 @@ def catalog_folder(catalog: Catalog, folder: str, field: str) -> str:
 def validate_folder_refs(catalog: Catalog, inputs: FolderRefs, outputs: FolderRefs) -> None:
     """Parse-time check of inputs/outputs: names, paths and folders, without touching the disk."""
     for kind, refs in (("inputs", inputs), ("outputs", outputs)):
-        for name, ref in _named_refs(refs, kind).items():
-            folder, _ = _split_ref(ref, f"{kind}.{name}")
+        for name, ref in named_refs(refs, kind).items():
+            folder, _ = split_ref(ref, f"{kind}.{name}")
             catalog_folder(catalog, folder, f"{kind}.{name}")
 
 

@@ -49,7 +49,7 @@ from dss_airflow.spec import (
     RecipeRun,
     build_recipe_context,
 )
-from dss_airflow.staging import STAGING_DIR, FolderRefs, _named_refs, _split_ref
+from dss_airflow.staging import STAGING_DIR, FolderRefs, named_refs, split_ref
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
 
     from dss_airflow.config.loader import Catalog
     from dss_airflow.config.models import ManagedFolder, Project
-    from dss_airflow.config.resolve import ResolvedExecution
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +112,15 @@ def plan_pod_io(
 ) -> tuple[tuple[InputRef, ...], tuple[OutputRef, ...]]:
     """Inputs and outputs with *in-pod* paths (the ``host_*`` fields hold what the pod sees)."""
     planned_inputs = []
-    for name, ref in _named_refs(inputs, "inputs").items():
-        folder, sub_path = _split_ref(ref, f"inputs.{name}")
+    for name, ref in named_refs(inputs, "inputs").items():
+        folder, sub_path = split_ref(ref, f"inputs.{name}")
         catalog.lookup("managed_folders", folder, field=f"inputs.{name}")
         planned_inputs.append(
             InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=Path(INPUTS_DIR, folder))
         )
     planned_outputs = []
-    for name, ref in _named_refs(outputs, "outputs").items():
-        folder, sub_path = _split_ref(ref, f"outputs.{name}")
+    for name, ref in named_refs(outputs, "outputs").items():
+        folder, sub_path = split_ref(ref, f"outputs.{name}")
         catalog.lookup("managed_folders", folder, field=f"outputs.{name}")
         root = Path(POD_OUTPUTS_ROOT, folder)
         planned_outputs.append(
@@ -311,18 +310,6 @@ def pod_for_run(catalog: Catalog, run: RecipeRun, spec: ContainerSpec) -> k8s.V1
         resolved.project_name, resolved.project, catalog.managed_folders, run.inputs, run.outputs, catalog
     )
     return build_pod(spec, config, mounts, build_recipe_context(run, "pod"))
-
-
-def require_runtime_image(resolved: ResolvedExecution) -> None:
-    """Pods run the code env's image, which carries the runtime; a bare base image does not."""
-    env = resolved.code_env
-    if env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none":
-        return
-    raise DSSAirflowError(
-        f"code env {resolved.code_env_name!r} has no packages, so it has no image of its own, and a pod "
-        f"needs the dss-airflow runtime baked into a code-env image: build it with `dss-airflow images "
-        f"build {resolved.code_env_name} --config {resolved.execution_config_name}`"
-    )
 
 
 # ------------------------------------------------------------------------------------ the operator

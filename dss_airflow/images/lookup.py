@@ -1,9 +1,10 @@
 """Which image a (code env, execution config) pair runs in, decided at execute time.
 
 The ledger's *current* image of the pair wins (read once when the task starts, so a rebuild that switches
-the pointer mid-run never changes a running task's image). A code env without packages, resources or R
-packages that was never built runs on its execution config's base image as is. Otherwise the task fails
-with the command that builds the image (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
+the pointer mid-run never changes a running task's image). On Docker, a code env without packages,
+resources or R packages that was never built runs on its execution config's base image as is. Otherwise
+(and always on Kubernetes, whose pods need the runtime baked into code-env images) the task fails with
+the command that builds the image (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | No
     if state.current is not None:
         return ImageRef(image=state.current.image, python=state.current.python)
     env = resolved.code_env
-    if env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none":
+    needs_own_image = env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none"
+    # Pods also need the dss_airflow runtime, which only code-env images carry (a bare base image does not).
+    if needs_own_image or isinstance(config, KubernetesExecutionConfig):
         detail = f" (last build failed: {state.last_error})" if state.last_error else ""
         raise ImageNotBuiltError(
             f"no image is built for code env {resolved.code_env_name!r} on execution config "

@@ -259,9 +259,6 @@ class DSSContainerRecipeOperator(BaseOperator):
         from dss_airflow.images.lookup import image_for
 
         if isinstance(config, KubernetesExecutionConfig):
-            from dss_airflow.backends.kubernetes import require_runtime_image
-
-            require_runtime_image(resolved)
             return build_recipe_spec(
                 run,
                 layout="pod",

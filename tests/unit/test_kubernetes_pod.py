@@ -19,7 +19,6 @@ from dss_airflow.backends.kubernetes import (
     make_operator,
     plan_pod_io,
     pod_for_run,
-    require_runtime_image,
 )
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import KubernetesExecutionConfig
@@ -367,10 +366,12 @@ def test_oversized_context_is_refused_before_anything_runs(catalog):
         make_pod(catalog, run)
 
 
-def test_base_image_only_env_needs_a_built_image(catalog):
+def test_pods_need_a_built_code_env_image_even_without_packages(catalog):
+    from dss_airflow.images.lookup import image_for
+
     resolved = resolve_execution(catalog, project="demo", execution_config="k8s-big", code_env="bare")
     with pytest.raises(DSSAirflowError, match=r"dss-airflow images build bare --config k8s-big"):
-        require_runtime_image(resolved)
+        image_for(catalog, resolved)
 
 
 def test_pod_layout_leaves_docker_and_host_contexts_alone(catalog):
