@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _LAZY_IMPORTS = {
     "DSSContainerRecipeOperator": "dss_airflow.operators.recipe",
     "DSSRebuildCodeEnvImagesOperator": "dss_airflow.operators.images",
+    "DSSSparkOperator": "dss_airflow.operators.spark",
     "CodeEnvChangeSensor": "dss_airflow.sensors.code_env",
     "code_env_asset": "dss_airflow.assets",
     "DSSAirflowError": "dss_airflow.errors",
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from dss_airflow.errors import ConfigError, DSSAirflowError
     from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+    from dss_airflow.operators.spark import DSSSparkOperator
     from dss_airflow.sensors.code_env import CodeEnvChangeSensor
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "ConfigError",
     "DSSAirflowError",
     "DSSContainerRecipeOperator",
+    "DSSSparkOperator",
     "__version__",
     "execution_config_choices",
     "get_catalog",
@@ -75,7 +78,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "DSS containerized execution",
-                "python-modules": ["dss_airflow.operators.recipe"],
+                "python-modules": ["dss_airflow.operators.recipe", "dss_airflow.operators.spark"],
             }
         ],
         "plugins": [{"name": "dss_airflow", "plugin-class": "dss_airflow.plugin.DSSAirflowPlugin"}],

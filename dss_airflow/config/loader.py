@@ -1,10 +1,10 @@
 """Load a config directory of YAML files into a validated :class:`Catalog`.
 
 Every ``*.yaml``/``*.yml`` file below the directory is a mapping of sections (``execution_configs``,
-``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``defaults``); a section may be split
-over several files, but a name may be defined once. All problems are collected and reported together, each
-with its file, line and field path. Loading is cached per process by the directory's fingerprint, so DAG
-files that validate names at parse time pay for it once.
+``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``spark_configs``, ``defaults``); a
+section may be split over several files, but a name may be defined once. All problems are collected and
+reported together, each with its file, line and field path. Loading is cached per process by the
+directory's fingerprint, so DAG files that validate names at parse time pay for it once.
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ from dss_airflow.config.models import (
     BaseImage,
     CodeEnv,
     Defaults,
-    DockerExecutionConfig,
     ExecutionConfig,
-    KubernetesExecutionConfig,
     LocalExecutionConfig,
     ManagedFolder,
     Project,
 )
 from dss_airflow.config.requirements import read_requirements_file
+from dss_airflow.config.spark import SPARK_CONFIG_TYPES, SparkConfig
 from dss_airflow.errors import ConfigError, DSSAirflowError, UnknownNameError, closest_name
 
 if TYPE_CHECKING:
@@ -47,6 +46,7 @@ SECTIONS: dict[str, type[BaseModel] | None] = {
     "base_images": BaseImage,
     "managed_folders": ManagedFolder,
     "projects": Project,
+    "spark_configs": None,  # chosen by each entry's `type`
     "defaults": Defaults,
 }
 SECTION_KINDS = {
@@ -55,6 +55,12 @@ SECTION_KINDS = {
     "base_images": "base image",
     "managed_folders": "managed folder",
     "projects": "project",
+    "spark_configs": "spark config",
+}
+#: Sections whose entries pick their model with a `type` key.
+TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
+    "execution_configs": EXECUTION_CONFIG_TYPES,
+    "spark_configs": SPARK_CONFIG_TYPES,
 }
 #: Always available, so that a machine with no config and no container engine can still run recipes.
 BUILTIN_LOCAL = LocalExecutionConfig(type="local", description="Built-in: a virtualenv on the worker")
@@ -83,6 +89,7 @@ class Catalog:
     managed_folders: Mapping[str, ManagedFolder]
     projects: Mapping[str, Project]
     defaults: Defaults
+    spark_configs: Mapping[str, SparkConfig] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
     fingerprint: str = ""
 
@@ -265,21 +272,22 @@ def _validate_entry(
 ) -> BaseModel | None:
     prefix = (section, name)
     model: type[BaseModel] | None = SECTIONS[section]
-    if section == "execution_configs":
+    if section in TYPED_SECTIONS:
+        types = TYPED_SECTIONS[section]
         kind = raw.get("type") if isinstance(raw, dict) else None
-        if kind not in EXECUTION_CONFIG_TYPES:
+        if kind not in types:
             out.add(
-                "missing execution config type"
+                f"missing {SECTION_KINDS[section]} type"
                 if kind is None
-                else f"unknown execution config type {kind!r}",
+                else f"unknown {SECTION_KINDS[section]} type {kind!r}",
                 file=file,
                 line=lines.line((*prefix, "type")),
                 field=f"{section}.{name}.type",
-                fix="type is one of: " + ", ".join(EXECUTION_CONFIG_TYPES),
-                suggestion=closest_name(str(kind), EXECUTION_CONFIG_TYPES) if kind else None,
+                fix="type is one of: " + ", ".join(types),
+                suggestion=closest_name(str(kind), types) if kind else None,
             )
             return None
-        model = EXECUTION_CONFIG_TYPES[kind]
+        model = types[str(kind)]
     assert model is not None
     try:
         return model.model_validate(raw if raw is not None else {})
@@ -410,9 +418,9 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
             out.errors.append(error)
 
     selection_values = frozenset({INHERIT, *NONE_ALIASES})
-    for name, config in catalog.execution_configs.items():
-        if isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
-            check("base_images", config.base_image, ("execution_configs", name, "base_image"))
+    for typed_section in TYPED_SECTIONS:  # container execution configs and kubernetes spark configs
+        for name, config in getattr(catalog, typed_section).items():
+            check("base_images", getattr(config, "base_image", None), (typed_section, name, "base_image"))
     for name, env in catalog.code_envs.items():
         if env.build_for != "all":
             for index, target in enumerate(env.build_for):

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from dss_airflow.config.loader import SECTION_KINDS
 from dss_airflow.config.models import (
     INHERIT,
     LOCAL,
@@ -24,6 +25,8 @@ from dss_airflow.config.models import (
 from dss_airflow.errors import ConfigError, PermissionDeniedError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from dss_airflow.config.loader import Catalog
 
 RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
@@ -85,22 +88,26 @@ def select_execution_config(catalog: Catalog, project_name: str, task_value: str
     return LOCAL, "built-in default"
 
 
-def check_permission(catalog: Catalog, config_name: str, project_name: str) -> None:
-    """A config with allowed_groups is usable only by projects sharing one of those groups."""
-    config = catalog.execution_configs[config_name]
+def check_permission(
+    catalog: Catalog, config_name: str, project_name: str, *, section: str = "execution_configs"
+) -> None:
+    """A config with allowed_groups (execution or spark) is usable only by projects sharing a group."""
+    configs: Mapping[str, Any] = getattr(catalog, section)
+    config = configs[config_name]
     if not config.allowed_groups:
         return
     project: Project = catalog.projects[project_name]
     if set(config.allowed_groups) & set(project.groups):
         return
-    file, line = catalog.where("execution_configs", config_name, "allowed_groups")
+    kind = SECTION_KINDS[section]
+    file, line = catalog.where(section, config_name, "allowed_groups")
     raise PermissionDeniedError(
-        f"project {project_name!r} (groups: {', '.join(project.groups) or 'none'}) may not use execution "
-        f"config {config_name!r}, which is restricted to groups {', '.join(config.allowed_groups)}",
+        f"project {project_name!r} (groups: {', '.join(project.groups) or 'none'}) may not use {kind} "
+        f"{config_name!r}, which is restricted to groups {', '.join(config.allowed_groups)}",
         file=file,
         line=line,
-        field=f"execution_configs.{config_name}.allowed_groups",
-        fix=f"choose another execution config, or have an admin add one of these groups to project "
+        field=f"{section}.{config_name}.allowed_groups",
+        fix=f"choose another {kind}, or have an admin add one of these groups to project "
         f"{project_name!r} or add the project's group to the config's allowed_groups",
     )
 

@@ -5,8 +5,10 @@ orders = dss_recipe.input_path("orders")          # file or directory of an inpu
 out = dss_recipe.output_dir("curated")             # write files here; they appear atomically on success
 limit = dss_recipe.params().get("limit", 10)
 dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
+spark = dss_recipe.spark()                         # DSSSparkOperator jobs: the SparkSession of the config
 """
 
+import atexit
 import json
 import os
 from pathlib import Path
@@ -51,3 +53,43 @@ def set_result(value: Any) -> None:
     path = os.path.join(os.path.dirname(context["result_file"]), "user_result.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(value, handle)
+
+
+_SPARK_SESSION: Any = None
+
+
+def spark() -> Any:
+    """The SparkSession of a DSSSparkOperator job, built once from its spark config (master, conf).
+
+    pyspark is imported here, so recipes that never call this do not need it. Spark's scratch files and
+    warehouse go to the run's private directory (removed after the run), not to the working directory.
+    """
+    global _SPARK_SESSION
+    if _SPARK_SESSION is not None:
+        return _SPARK_SESSION
+    settings_json = os.environ.get("DSS_SPARK")
+    if not settings_json:
+        raise RuntimeError(
+            "dss_recipe.spark() is only available in a job run by DSSSparkOperator (no spark config given)"
+        )
+    settings = json.loads(settings_json)
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        env = os.environ.get("DSS_CODE_ENV", "?")
+        raise RuntimeError(
+            "pyspark is not installed in code env %r: add it to the env's packages, e.g. "
+            "'pyspark==4.0.1'" % env
+        ) from exc
+    scratch = os.path.join(os.path.dirname(_context()["result_file"]), "spark")
+    conf = {
+        "spark.local.dir": os.path.join(scratch, "local"),
+        "spark.sql.warehouse.dir": os.path.join(scratch, "warehouse"),
+        **settings.get("conf", {}),
+    }
+    builder = SparkSession.builder.master(settings["master"]).appName(settings.get("app_name", "dss"))
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    _SPARK_SESSION = builder.getOrCreate()
+    atexit.register(_SPARK_SESSION.stop)
+    return _SPARK_SESSION
