@@ -258,18 +258,9 @@ class DSSContainerRecipeOperator(BaseOperator):
             return build_recipe_spec(run, layout="host", image=None, local_python=str(python), unique=unique)
         from dss_airflow.images.lookup import image_for
 
-        if isinstance(config, KubernetesExecutionConfig):
-            return build_recipe_spec(
-                run,
-                layout="pod",
-                image=image_for(catalog, resolved),
-                worker_uid=uid,
-                worker_gid=gid,
-                unique=unique,
-            )
         return build_recipe_spec(
             run,
-            layout="container",
+            layout="pod" if isinstance(config, KubernetesExecutionConfig) else "container",
             image=image_for(catalog, resolved),
             worker_uid=uid,
             worker_gid=gid,
