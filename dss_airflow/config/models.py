@@ -139,11 +139,16 @@ class GpuRequest(StrictModel):
         return self
 
 
-class _ExecutionConfigBase(StrictModel):
+class GroupRestricted(StrictModel):
+    """A config some projects may not use (DSS's "usable by": everyone, or selected groups)."""
+
     description: str = ""
     allowed_groups: list[str] = Field(
         default_factory=list, description="Groups allowed to use this config; empty means everyone"
     )
+
+
+class _ExecutionConfigBase(GroupRestricted):
     env: EnvVars = Field(default_factory=dict, description="Extra environment variables (no secrets)")
 
 

@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, PositiveFloat, mode
 
 from dss_airflow.config.models import (
     DnsLabel,
+    GroupRestricted,
     KubernetesQuantity,
     RegistryConfig,
     StrictModel,
@@ -122,11 +123,7 @@ class SparkExecutor(SparkDriver):
     instances: int = Field(default=1, ge=1)
 
 
-class _SparkConfigBase(StrictModel):
-    description: str = ""
-    allowed_groups: list[str] = Field(
-        default_factory=list, description="Groups allowed to use this config; empty means everyone"
-    )
+class _SparkConfigBase(GroupRestricted):
     conf: SparkConf = Field(default_factory=dict, description="Spark properties (spark.*), no credentials")
 
 
