@@ -88,6 +88,7 @@ def render_task(
         project=task.project,
         execution_config=execution_config or field("execution_config"),
         code_env=field("code_env"),
+        cluster=field("cluster"),
     )
     config = resolved.execution_config
     if not isinstance(config, KubernetesExecutionConfig):

@@ -26,6 +26,7 @@ from dss_airflow.config.models import (
     NAME_PATTERN,
     NONE_ALIASES,
     BaseImage,
+    Cluster,
     CodeEnv,
     Defaults,
     ExecutionConfig,
@@ -47,6 +48,7 @@ SECTIONS: dict[str, type[BaseModel] | None] = {
     "managed_folders": ManagedFolder,
     "projects": Project,
     "spark_configs": None,  # chosen by each entry's `type`
+    "clusters": Cluster,
     "defaults": Defaults,
 }
 SECTION_KINDS = {
@@ -56,6 +58,7 @@ SECTION_KINDS = {
     "managed_folders": "managed folder",
     "projects": "project",
     "spark_configs": "spark config",
+    "clusters": "cluster",
 }
 #: Sections whose entries pick their model with a `type` key.
 TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
@@ -90,6 +93,7 @@ class Catalog:
     projects: Mapping[str, Project]
     defaults: Defaults
     spark_configs: Mapping[str, SparkConfig] = field(default_factory=dict)
+    clusters: Mapping[str, Cluster] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
     fingerprint: str = ""
 
@@ -435,6 +439,12 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
             allow=selection_values,
         )
         check("code_envs", project.default_code_env, ("projects", name, "default_code_env"))
+        check(
+            "clusters",
+            project.default_cluster,
+            ("projects", name, "default_cluster"),
+            allow=frozenset({INHERIT}),
+        )
     check(
         "execution_configs",
         catalog.defaults.execution_config,
@@ -443,6 +453,7 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
     )
     check("code_envs", catalog.defaults.code_env, ("defaults", "code_env"))
     check("projects", catalog.defaults.project, ("defaults", "project"))
+    check("clusters", catalog.defaults.cluster, ("defaults", "cluster"))
 
 
 def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out: _Collector) -> None:

@@ -361,12 +361,32 @@ class ManagedFolder(StrictModel):
         return self
 
 
+class Cluster(GroupRestricted):
+    """*Where* Kubernetes work runs, chosen apart from the execution config (*how*), as DSS separates them.
+
+    A selected cluster replaces the kubernetes execution config's connection and context; the config's
+    namespace, resources and pod settings stay."""
+
+    kubernetes_conn_id: str | None = Field(default=None, description="Airflow connection of the cluster")
+    context: str | None = Field(default=None, description="kubeconfig context")
+    namespace: DnsLabel | None = Field(default=None, description="Overrides the config's namespace")
+
+    @model_validator(mode="after")
+    def _has_target(self) -> Cluster:
+        if self.kubernetes_conn_id is None and self.context is None:
+            raise ValueError(
+                "a cluster needs a kubernetes_conn_id (Airflow connection) or a kubeconfig context"
+            )
+        return self
+
+
 class Project(StrictModel):
     """A project: where its recipes live, its default execution config, and its groups."""
 
     root: str = Field(description="Directory holding recipes/ and lib/, relative to the config directory")
     default_execution_config: str = INHERIT
     default_code_env: str | None = None
+    default_cluster: str = INHERIT
     groups: list[str] = Field(default_factory=list)
     pvc: DnsLabel | None = Field(
         default=None, description="PersistentVolumeClaim holding the project directory (kubernetes)"
@@ -380,4 +400,5 @@ class Defaults(StrictModel):
     execution_config: str = LOCAL
     code_env: str | None = None
     project: str | None = None
+    cluster: str | None = Field(default=None, description="Default cluster of kubernetes configs")
     data_dir: str = Field(default="data", description="Root of relative managed-folder paths")

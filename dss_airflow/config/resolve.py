@@ -18,8 +18,10 @@ from dss_airflow.config.models import (
     INHERIT,
     LOCAL,
     NONE_ALIASES,
+    Cluster,
     CodeEnv,
     ExecutionConfig,
+    KubernetesExecutionConfig,
     Project,
 )
 from dss_airflow.errors import ConfigError, PermissionDeniedError
@@ -44,6 +46,8 @@ class ResolvedExecution:
     selected_by: str
     code_env_name: str
     code_env: CodeEnv
+    #: The cluster (kubernetes configs only) whose connection/context replaced the config's, if any.
+    cluster_name: str | None = None
 
 
 def is_templated(value: object) -> bool:
@@ -150,12 +154,32 @@ def check_env_fits_config(catalog: Catalog, env_name: str, config_name: str) -> 
         )
 
 
+def select_cluster(catalog: Catalog, project_name: str, task_value: str | None) -> str | None:
+    """The cluster ("where"), task > project default > global default; None keeps the config's own."""
+    project: Project = catalog.projects[project_name]
+    for value in (task_value, project.default_cluster, catalog.defaults.cluster):
+        if value is None or value == INHERIT:
+            continue
+        catalog.lookup("clusters", value, field="cluster")
+        return value
+    return None
+
+
+def _on_cluster(config: ExecutionConfig, cluster: Cluster) -> ExecutionConfig:
+    """A kubernetes config aimed at another cluster: connection, context (and namespace) replaced."""
+    update: dict[str, Any] = {"kubernetes_conn_id": cluster.kubernetes_conn_id, "context": cluster.context}
+    if cluster.namespace:
+        update["namespace"] = cluster.namespace
+    return config.model_copy(update=update)
+
+
 def resolve_execution(
     catalog: Catalog,
     *,
     project: str | None,
     execution_config: str | None,
     code_env: str | None,
+    cluster: str | None = None,
 ) -> ResolvedExecution:
     """Choose and check project, execution config and code env; raises a ConfigError on any problem."""
     project_name = select_project(catalog, project)
@@ -172,15 +196,23 @@ def resolve_execution(
         )
     catalog.lookup("code_envs", env_name, field="code_env")
     check_env_fits_config(catalog, env_name, config_name)
+    config = catalog.execution_configs[config_name]
+    cluster_name = None
+    if isinstance(config, KubernetesExecutionConfig):
+        cluster_name = select_cluster(catalog, project_name, cluster)
+        if cluster_name is not None:
+            check_permission(catalog, cluster_name, project_name, section="clusters")
+            config = _on_cluster(config, catalog.clusters[cluster_name])
     return ResolvedExecution(
         project_name=project_name,
         project=project_model,
         project_root=catalog.project_root(project_name),
         execution_config_name=config_name,
-        execution_config=catalog.execution_configs[config_name],
+        execution_config=config,
         selected_by=selected_by,
         code_env_name=env_name,
         code_env=catalog.code_envs[env_name],
+        cluster_name=cluster_name,
     )
 
 

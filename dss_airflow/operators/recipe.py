@@ -60,6 +60,8 @@ class DSSContainerRecipeOperator(BaseOperator):
         (templated: ``"{{ params.execution_config }}"`` lets a UI trigger choose; permissions are checked
         again at run time)
     :param project: project name; defaults to ``defaults.project`` or the only project
+    :param cluster: for kubernetes configs, the cluster to run on ("where", apart from the config's "how");
+        ``inherit`` (default) takes the project's, then the global default, else the config's own (templated)
     :param inputs: managed folders (or files/directories inside them) to read: ``["raw"]`` or
         ``{"orders": "raw/orders.csv"}``; the recipe reads ``dss_recipe.input_path(name)`` (templated)
     :param outputs: managed folders to write: ``["curated"]`` or ``{"clean": "curated/orders"}``; the
@@ -73,6 +75,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         "recipe",
         "code_env",
         "execution_config",
+        "cluster",
         "inputs",
         "outputs",
         "recipe_params",
@@ -87,6 +90,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         code_env: str | None = None,
         execution_config: str | None = None,
         project: str | None = None,
+        cluster: str | None = None,
         inputs: FolderRefs = None,
         outputs: FolderRefs = None,
         recipe_params: Mapping[str, Any] | None = None,
@@ -98,6 +102,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self.code_env = code_env
         self.execution_config = execution_config
         self.project = project
+        self.cluster = cluster
         self.inputs = _freeze_refs(inputs)
         self.outputs = _freeze_refs(outputs)
         self.recipe_params = dict(recipe_params or {})
@@ -109,22 +114,28 @@ class DSSContainerRecipeOperator(BaseOperator):
     def _validate_at_parse_time(self) -> None:
         """Cheap name checks so a DAG with a typo fails to import with a clear message."""
         catalog = get_catalog(self.config_dir)
-        names = (self.code_env, self.execution_config, self.project, self.recipe)
+        names = (self.code_env, self.execution_config, self.project, self.recipe, self.cluster)
         if any(is_templated(value) for value in names):
             return
-        resolved = resolve_execution(
-            catalog, project=self.project, execution_config=self.execution_config, code_env=self.code_env
-        )
+        resolved = self._resolution(catalog)
         resolve_recipe_path(resolved.project_root, self.recipe)
         if not (is_templated(self.inputs) or is_templated(self.outputs)):
             validate_folder_refs(catalog, self.inputs, self.outputs)
 
+    def _resolution(self, catalog: Catalog) -> ResolvedExecution:
+        """Project, execution config (on its cluster), code env: the same checks at parse and run time."""
+        return resolve_execution(
+            catalog,
+            project=self.project,
+            execution_config=self.execution_config,
+            code_env=self.code_env,
+            cluster=self.cluster,
+        )
+
     # ------------------------------------------------------------------------------ run time
     def execute(self, context: Context) -> dict[str, Any]:
         catalog = get_catalog(self.config_dir)
-        resolved = resolve_execution(
-            catalog, project=self.project, execution_config=self.execution_config, code_env=self.code_env
-        )
+        resolved = self._resolution(catalog)
         self.log.info(
             "Recipe %s: project %r, code env %r, execution config %r (%s, chosen by the %s)",
             self.recipe,
@@ -134,6 +145,8 @@ class DSSContainerRecipeOperator(BaseOperator):
             resolved.execution_config.type,
             resolved.selected_by,
         )
+        if resolved.cluster_name:
+            self.log.info("Kubernetes cluster %r", resolved.cluster_name)
         _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
         unique = secrets.token_hex(4)
         run_key = f"{_task_key(context)}-{unique}"
