@@ -97,6 +97,7 @@ def _images(args: argparse.Namespace) -> int:
         "build-base": lambda s, a: _build_bases(s, a.names or sorted(catalog.base_images), a.force),
         "status": _images_status,
         "rollback": _images_rollback,
+        "build-job": _images_build_job,
     }
     return handlers[args.command](service, args)
 
@@ -148,6 +149,21 @@ def _images_status(service: ImageService, args: argparse.Namespace) -> int:
     return 0
 
 
+def _images_build_job(service: ImageService, args: argparse.Namespace) -> int:
+    import yaml
+
+    from dss_airflow.images.builder import Target
+
+    if not args.config or len(args.config) != 1:
+        print("name one kubernetes execution config: --config CFG", file=sys.stderr)
+        return 2
+    service.catalog.lookup("code_envs", args.env, field="env")
+    service.catalog.lookup("execution_configs", args.config[0], field="config")
+    manifests = service.incluster_build(Target(args.env, args.config[0]), push_secret=args.push_secret)
+    print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+    return 0
+
+
 def _images_rollback(service: ImageService, args: argparse.Namespace) -> int:
     for target, record in service.rollback(args.env, args.config).items():
         print(f"{target}: now runs {record.image} (built {record.built_at})")
@@ -162,7 +178,39 @@ def _build_bases(service: ImageService, names: list[str], force: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+IMAGE_COMMANDS = {
+    "plan": "what a build would do, and why",
+    "build": "build, smoke-test and switch code-env images",
+    "build-base": "build base images",
+    "status": "current and previous images, last build",
+    "rollback": "make the previous image current again",
+    "build-job": "print the Kubernetes Job that builds an image in the cluster",
+}
+
+
+def _add_image_arguments(sub: argparse.ArgumentParser, name: str) -> None:
+    sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+    if name in ("rollback", "build-job"):
+        sub.add_argument("env")
+    elif name == "build-base":
+        sub.add_argument("names", nargs="*", help="base images (default: all buildable)")
+    else:
+        sub.add_argument("envs", nargs="*", help="code envs (default: all)")
+    if name != "build-base":
+        sub.add_argument("--config", action="append", help="execution config (repeatable)")
+    if name in ("build", "build-base"):
+        sub.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    if name == "build":
+        sub.add_argument("--all", action="store_true", help="every code env")
+        sub.add_argument("--base", action="store_true", help="build the base images first")
+        sub.add_argument("--refresh", action="store_true", help="re-resolve package locks")
+        sub.add_argument("--jobs", type=int, default=2, help="concurrent builds (default 2)")
+        sub.add_argument("--quiet", action="store_true", help="do not stream build logs")
+    if name == "build-job":
+        sub.add_argument("--push-secret", help="dockerconfigjson secret (default: the config's pull secret)")
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dss-airflow", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="group", required=True)
     config = commands.add_parser("config", help="check and inspect the YAML config")
@@ -173,31 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
     images = commands.add_parser("images", help="code-env and base images")
     image_commands = images.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("plan", "what a build would do, and why"),
-        ("build", "build, smoke-test and switch code-env images"),
-        ("build-base", "build base images"),
-        ("status", "current and previous images, last build"),
-        ("rollback", "make the previous image current again"),
-    ):
-        sub = image_commands.add_parser(name, help=help_text)
-        sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
-        if name == "rollback":
-            sub.add_argument("env")
-        elif name == "build-base":
-            sub.add_argument("names", nargs="*", help="base images (default: all buildable)")
-        else:
-            sub.add_argument("envs", nargs="*", help="code envs (default: all)")
-        if name != "build-base":
-            sub.add_argument("--config", action="append", help="execution config (repeatable)")
-        if name in ("build", "build-base"):
-            sub.add_argument("--force", action="store_true", help="rebuild even when up to date")
-        if name == "build":
-            sub.add_argument("--all", action="store_true", help="every code env")
-            sub.add_argument("--base", action="store_true", help="build the base images first")
-            sub.add_argument("--refresh", action="store_true", help="re-resolve package locks")
-            sub.add_argument("--jobs", type=int, default=2, help="concurrent builds (default 2)")
-            sub.add_argument("--quiet", action="store_true", help="do not stream build logs")
+    for name, help_text in IMAGE_COMMANDS.items():
+        _add_image_arguments(image_commands.add_parser(name, help=help_text), name)
     k8s = commands.add_parser("k8s", help="Kubernetes: render what would be applied")
     k8s_commands = k8s.add_subparsers(dest="command", required=True)
     render = k8s_commands.add_parser("render", help="print the pod YAML of a task (no cluster needed)")
@@ -205,7 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     render.add_argument("task_id")
     render.add_argument("--config", help="execution config to render with (default: the task's)")
     render.add_argument("--dags-folder", type=Path, default=None, help="default: Airflow's dags_folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.group == "k8s":
             import contextlib

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dss_airflow.config.loader import Catalog, resolve_path
 from dss_airflow.config.models import (
@@ -607,6 +607,44 @@ class ImageService:
                 self.progress("removed", record.tag, "older than the kept previous images")
             except docker.errors.APIError as exc:  # in use by a running container: next time
                 log.info("kept %s: %s", record.tag, exc)
+
+    def incluster_build(self, target: Target, *, push_secret: str | None = None) -> list[dict[str, Any]]:
+        """ConfigMap + Job that build and push the pair's image inside its cluster (no Docker daemon).
+
+        The base image is referenced as configured (it must be pullable by the cluster); the lock is the
+        one ``images build`` would use, so both builders install the same packages.
+        """
+        from dss_airflow.images.incluster import build_job_manifests
+
+        config = self._config(target.config)
+        if not isinstance(config, KubernetesExecutionConfig) or config.registry is None:
+            raise DSSAirflowError(
+                f"{target}: in-cluster builds are for kubernetes execution configs with a registry to push to"
+            )
+        secret = push_secret or (config.image_pull_secrets[0] if config.image_pull_secrets else None)
+        if secret is None:
+            raise DSSAirflowError(
+                f"{target}: name the dockerconfigjson secret that may push to {config.registry.url} "
+                "(--push-secret, or image_pull_secrets on the config)"
+            )
+        env = self.catalog.code_envs[target.env]
+        base = self.base_of(target.config)
+        lock = resolve_lock(
+            self.catalog.requirements(target.env),
+            python=env.python,
+            locks_dir=self.ledger.locks,
+            index_url=base.pip_index_url,
+        )
+        inputs = self._inputs(target, lock.sha256, base_digest=base.image)
+        return build_job_manifests(
+            env_name=target.env,
+            build_hash=inputs.build_hash(),
+            lock_text=lock.text,
+            base_image=base.image,
+            registry_url=config.registry.url,
+            namespace=config.namespace,
+            push_secret=secret,
+        )
 
     def rollback(self, env: str, configs: Iterable[str] | None = None) -> dict[Target, ImageRecord]:
         """Make the most recent previous image current again (the current one becomes previous)."""

@@ -56,3 +56,32 @@ def test_no_credentials_in_the_manifests(manifests):
     assert "password" not in text.lower() and "auth" not in text.replace("authorization", "")
     secret = manifests[1]["spec"]["template"]["spec"]["volumes"][2]["secret"]
     assert secret["secretName"] == "registry-push", "credentials come from a dockerconfigjson secret"
+
+
+def test_cli_prints_the_build_job_of_a_kubernetes_pair(capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from dss_airflow.cli import main
+
+    config_dir = Path(__file__).resolve().parents[2] / "examples" / "config"
+    assert (
+        main(["images", "build-job", "stdlib", "--config", "k8s-small", "--config-dir", str(config_dir)]) == 0
+    )
+    config_map, job = list(yaml.safe_load_all(capsys.readouterr().out))
+    for version in VERSIONS:
+        kubernetes_validate.validate(job, version, strict=True)
+        kubernetes_validate.validate(config_map, version, strict=True)
+    assert job["metadata"]["namespace"] == "dss"
+    secret = job["spec"]["template"]["spec"]["volumes"][2]["secret"]["secretName"]
+    assert secret == "dss-registry-pull", "the config's pull secret by default"
+    assert (
+        "registry.example.internal:5000/dss-code-envs:stdlib-"
+        in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    )
+    assert (
+        main(["images", "build-job", "stdlib", "--config", "docker-small", "--config-dir", str(config_dir)])
+        == 1
+    )
+    assert "in-cluster builds are for kubernetes execution configs" in capsys.readouterr().err
