@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -64,20 +64,28 @@ def split_ref(ref: str, field: str) -> tuple[str, PurePosixPath]:
     return folder, sub_path
 
 
-def plan_inputs(catalog: Catalog, refs: FolderRefs) -> tuple[InputRef, ...]:
+def plan_inputs(
+    catalog: Catalog, refs: FolderRefs, root: Callable[[str], Path] | None = None
+) -> tuple[InputRef, ...]:
+    """Inputs with the folder paths the task sees: ``root(folder)``, by default the worker's directory."""
     planned = []
     for name, ref in named_refs(refs, "inputs").items():
         folder, sub_path = split_ref(ref, f"inputs.{name}")
-        host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"inputs.{name}"))
+        catalog_folder(catalog, folder, f"inputs.{name}")
+        host_folder = root(folder) if root else catalog.folder_path(folder)
         planned.append(InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=host_folder))
     return tuple(planned)
 
 
-def plan_outputs(catalog: Catalog, refs: FolderRefs, run_key: str) -> tuple[OutputRef, ...]:
+def plan_outputs(
+    catalog: Catalog, refs: FolderRefs, run_key: str, root: Callable[[str], Path] | None = None
+) -> tuple[OutputRef, ...]:
+    """Outputs staged under ``root(folder)/.dss-staging/<run_key>/<name>`` (default: the worker's folder)."""
     planned = []
     for name, ref in named_refs(refs, "outputs").items():
         folder, sub_path = split_ref(ref, f"outputs.{name}")
-        host_folder = catalog.folder_path(catalog_folder(catalog, folder, f"outputs.{name}"))
+        catalog_folder(catalog, folder, f"outputs.{name}")
+        host_folder = root(folder) if root else catalog.folder_path(folder)
         planned.append(
             OutputRef(
                 name=name,

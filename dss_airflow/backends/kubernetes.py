@@ -49,7 +49,7 @@ from dss_airflow.spec import (
     RecipeRun,
     build_recipe_context,
 )
-from dss_airflow.staging import STAGING_DIR, FolderRefs, named_refs, split_ref
+from dss_airflow.staging import FolderRefs, plan_inputs, plan_outputs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -111,28 +111,10 @@ def plan_pod_io(
     catalog: Catalog, inputs: FolderRefs, outputs: FolderRefs, run_key: str
 ) -> tuple[tuple[InputRef, ...], tuple[OutputRef, ...]]:
     """Inputs and outputs with *in-pod* paths (the ``host_*`` fields hold what the pod sees)."""
-    planned_inputs = []
-    for name, ref in named_refs(inputs, "inputs").items():
-        folder, sub_path = split_ref(ref, f"inputs.{name}")
-        catalog.lookup("managed_folders", folder, field=f"inputs.{name}")
-        planned_inputs.append(
-            InputRef(name=name, folder=folder, sub_path=sub_path, host_folder=Path(INPUTS_DIR, folder))
-        )
-    planned_outputs = []
-    for name, ref in named_refs(outputs, "outputs").items():
-        folder, sub_path = split_ref(ref, f"outputs.{name}")
-        catalog.lookup("managed_folders", folder, field=f"outputs.{name}")
-        root = Path(POD_OUTPUTS_ROOT, folder)
-        planned_outputs.append(
-            OutputRef(
-                name=name,
-                folder=folder,
-                sub_path=sub_path,
-                host_staging=root / STAGING_DIR / run_key / name,
-                host_destination=root / sub_path,
-            )
-        )
-    return tuple(planned_inputs), tuple(planned_outputs)
+    return (
+        plan_inputs(catalog, inputs, root=lambda folder: Path(INPUTS_DIR, folder)),
+        plan_outputs(catalog, outputs, run_key, root=lambda folder: Path(POD_OUTPUTS_ROOT, folder)),
+    )
 
 
 def pod_mounts(
