@@ -107,26 +107,21 @@ def write_config(directory: Path, configs: dict[str, str], envs: dict[str, list[
 def seed_up_to_date(service: ImageService) -> int:
     """Ledger records for every pair, as if each had been built: build hashes computed, nothing built."""
     from dss_airflow.images.builder import Target
-    from dss_airflow.images.identity import image_tag, resolve_lock
+    from dss_airflow.images.identity import image_tag
     from dss_airflow.images.ledger import ImageRecord, PairState, switch_current
 
     by_env: dict[str, list[str]] = {}
     for target in service.targets():
         by_env.setdefault(target.env, []).append(target.config)
     for env_name, configs in by_env.items():
-        env = service.catalog.code_envs[env_name]
         with service.ledger.update(env_name) as pairs:
             for config in configs:
                 base_digest = service.base_digest(config)
                 if base_digest is None:
                     raise SystemExit(f"{BASE_IMAGE} is missing: run scripts/ensure-base-image.sh")
-                lock = resolve_lock(
-                    service.catalog.requirements(env_name),
-                    python=env.python,
-                    locks_dir=service.ledger.locks,
-                    index_url=service.base_of(config).pip_index_url,
-                )
-                inputs = service._inputs(Target(env_name, config), lock.sha256, base_digest)
+                target = Target(env_name, config)
+                lock = service.lock_of(target)
+                inputs = service._inputs(target, lock.sha256, base_digest)
                 tag = image_tag(env_name, inputs.build_hash())
                 record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag)
                 switch_current(pairs.setdefault(config, PairState()), record)

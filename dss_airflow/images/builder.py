@@ -242,6 +242,16 @@ class ImageService:
             runtime_digest=self.runtime_digest,
         )
 
+    def lock_of(self, target: Target, *, refresh: bool = False) -> Lock:
+        """The env's resolved package list for the target's base (its index URL); stored per spec."""
+        return resolve_lock(
+            self.catalog.requirements(target.env),
+            python=self.catalog.code_envs[target.env].python,
+            locks_dir=self.ledger.locks,
+            index_url=self.base_of(target.config).pip_index_url,
+            refresh=refresh,
+        )
+
     def _blocked(self, target: Target, *, check_base: bool = True) -> str | None:
         config = self._config(target.config)
         if isinstance(config, KubernetesExecutionConfig) and config.registry is None:
@@ -310,15 +320,7 @@ class ImageService:
                 blocked = self._blocked(target)
                 if blocked:
                     raise ImageBuildFailed(blocked)
-                env = self.catalog.code_envs[target.env]
-                base = self.base_of(target.config)
-                lock = resolve_lock(
-                    self.catalog.requirements(target.env),
-                    python=env.python,
-                    locks_dir=self.ledger.locks,
-                    index_url=base.pip_index_url,
-                    refresh=refresh,
-                )
+                lock = self.lock_of(target, refresh=refresh)
                 inputs = self._inputs(target, lock.sha256, str(self.base_digest(target.config)))
             except DSSAirflowError as exc:
                 self._record_failure(target, str(exc), None)
@@ -627,14 +629,8 @@ class ImageService:
                 f"{target}: name the dockerconfigjson secret that may push to {config.registry.url} "
                 "(--push-secret, or image_pull_secrets on the config)"
             )
-        env = self.catalog.code_envs[target.env]
         base = self.base_of(target.config)
-        lock = resolve_lock(
-            self.catalog.requirements(target.env),
-            python=env.python,
-            locks_dir=self.ledger.locks,
-            index_url=base.pip_index_url,
-        )
+        lock = self.lock_of(target)
         inputs = self._inputs(target, lock.sha256, base_digest=base.image)
         return build_job_manifests(
             env_name=target.env,
