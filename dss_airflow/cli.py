@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _config_validate(config_dir: Path | None) -> int:
-    from dss_airflow.config.loader import InvalidConfigError, load_catalog
+    from dss_airflow.config.loader import SECTION_KINDS, InvalidConfigError, load_catalog
     from dss_airflow.settings import default_config_dir
 
     directory = config_dir or default_config_dir()
@@ -32,26 +32,20 @@ def _config_validate(config_dir: Path | None) -> int:
     if not directory.is_dir():
         print(f"{directory}: no config directory; using the embedded default (one 'local' execution config)")
         return 0
-    counts = {
-        "execution configs": len(catalog.execution_configs),
-        "code envs": len(catalog.code_envs),
-        "base images": len(catalog.base_images),
-        "managed folders": len(catalog.managed_folders),
-        "projects": len(catalog.projects),
-    }
+    counts = {f"{kind}s": len(getattr(catalog, section)) for section, kind in SECTION_KINDS.items()}
     print(f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
     return 0
 
 
 def _config_show(config_dir: Path | None) -> int:
-    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.config.loader import SECTION_KINDS, TYPED_SECTIONS, get_catalog
 
     catalog = get_catalog(config_dir)
-    for section in ("execution_configs", "code_envs", "base_images", "managed_folders", "projects"):
+    for section in SECTION_KINDS:
         print(f"{section}:")
         for name, item in sorted(getattr(catalog, section).items()):
             file, line = catalog.where(section, name)
-            kind = f" ({item.type})" if section == "execution_configs" else ""
+            kind = f" ({item.type})" if section in TYPED_SECTIONS else ""
             print(f"  {name}{kind}  [{file}{':' + str(line) if line else ''}]")
     print(f"defaults: {catalog.defaults.model_dump()}")
     return 0

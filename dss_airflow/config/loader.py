@@ -1,10 +1,11 @@
 """Load a config directory of YAML files into a validated :class:`Catalog`.
 
 Every ``*.yaml``/``*.yml`` file below the directory is a mapping of sections (``execution_configs``,
-``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``spark_configs``, ``defaults``); a
-section may be split over several files, but a name may be defined once. All problems are collected and
-reported together, each with its file, line and field path. Loading is cached per process by the
-directory's fingerprint, so DAG files that validate names at parse time pay for it once.
+``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``spark_configs``, ``clusters``,
+``models``, ``defaults``); a section may be split over several files, but a name may be defined once.
+All problems are collected and reported together, each with its file, line and field path. Loading is
+cached per process by the directory's fingerprint, so DAG files that validate names at parse time pay
+for it once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dss_airflow.config.ml import ModelDefinition
 from dss_airflow.config.models import (
     EXECUTION_CONFIG_TYPES,
     INHERIT,
@@ -49,6 +51,7 @@ SECTIONS: dict[str, type[BaseModel] | None] = {
     "projects": Project,
     "spark_configs": None,  # chosen by each entry's `type`
     "clusters": Cluster,
+    "models": ModelDefinition,
     "defaults": Defaults,
 }
 SECTION_KINDS = {
@@ -59,6 +62,7 @@ SECTION_KINDS = {
     "projects": "project",
     "spark_configs": "spark config",
     "clusters": "cluster",
+    "models": "model",
 }
 #: Sections whose entries pick their model with a `type` key.
 TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
@@ -94,6 +98,7 @@ class Catalog:
     defaults: Defaults
     spark_configs: Mapping[str, SparkConfig] = field(default_factory=dict)
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
+    models: Mapping[str, ModelDefinition] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
     fingerprint: str = ""
 
@@ -452,6 +457,9 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
         allow=frozenset(NONE_ALIASES),
     )
     check("code_envs", catalog.defaults.code_env, ("defaults", "code_env"))
+    for name, model in catalog.models.items():
+        check("managed_folders", model.folder, ("models", name, "folder"))
+        check("code_envs", model.code_env, ("models", name, "code_env"))
     check("projects", catalog.defaults.project, ("defaults", "project"))
     check("clusters", catalog.defaults.cluster, ("defaults", "cluster"))
 
