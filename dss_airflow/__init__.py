@@ -15,6 +15,11 @@ _LAZY_IMPORTS = {
     "DSSContainerRecipeOperator": "dss_airflow.operators.recipe",
     "DSSRebuildCodeEnvImagesOperator": "dss_airflow.operators.images",
     "DSSSparkOperator": "dss_airflow.operators.spark",
+    "DSSTrainModelOperator": "dss_airflow.operators.model",
+    "DSSRetrainModelOperator": "dss_airflow.operators.model",
+    "DSSEvaluateModelOperator": "dss_airflow.operators.model",
+    "DSSPromoteModelOperator": "dss_airflow.operators.model",
+    "DSSScoreModelOperator": "dss_airflow.operators.model",
     "CodeEnvChangeSensor": "dss_airflow.sensors.code_env",
     "code_env_asset": "dss_airflow.assets",
     "DSSAirflowError": "dss_airflow.errors",
@@ -31,6 +36,13 @@ if TYPE_CHECKING:
     from dss_airflow.dag_helpers import execution_config_choices
     from dss_airflow.errors import ConfigError, DSSAirflowError
     from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator
+    from dss_airflow.operators.model import (
+        DSSEvaluateModelOperator,
+        DSSPromoteModelOperator,
+        DSSRetrainModelOperator,
+        DSSScoreModelOperator,
+        DSSTrainModelOperator,
+    )
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
     from dss_airflow.operators.spark import DSSSparkOperator
     from dss_airflow.sensors.code_env import CodeEnvChangeSensor
@@ -44,6 +56,11 @@ __all__ = [
     "DSSAirflowError",
     "DSSContainerRecipeOperator",
     "DSSSparkOperator",
+    "DSSTrainModelOperator",
+    "DSSRetrainModelOperator",
+    "DSSEvaluateModelOperator",
+    "DSSPromoteModelOperator",
+    "DSSScoreModelOperator",
     "__version__",
     "execution_config_choices",
     "get_catalog",
@@ -78,7 +95,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "DSS containerized execution",
-                "python-modules": ["dss_airflow.operators.recipe", "dss_airflow.operators.spark"],
+                "python-modules": [
+                    "dss_airflow.operators.recipe",
+                    "dss_airflow.operators.model",
+                    "dss_airflow.operators.spark",
+                ],
             }
         ],
         "plugins": [{"name": "dss_airflow", "plugin-class": "dss_airflow.plugin.DSSAirflowPlugin"}],

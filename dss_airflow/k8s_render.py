@@ -9,11 +9,14 @@ labels, the pod name suffix and the staging directory name differ from a real ru
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from dss_airflow.errors import ConfigError, DSSAirflowError
 
 RENDER_RUN_ID = "render"
+#: Fields usually pulled from an upstream task's XCom (a model version): rendered as their default.
+XCOM_FIELDS = ("version",)
 
 
 def _render_value(value: Any, params: dict[str, Any], field: str) -> Any:
@@ -54,7 +57,6 @@ def render_task(
     from dss_airflow.backends.kubernetes import make_operator, plan_pod_io, pod_for_run
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.config.models import KubernetesExecutionConfig
-    from dss_airflow.config.resolve import resolve_execution, resolve_recipe_path
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
     from dss_airflow.images.lookup import image_for
@@ -78,26 +80,30 @@ def render_task(
     if not isinstance(task, DSSContainerRecipeOperator):
         raise DSSAirflowError(f"task {dag_id}.{task_id} is a {type(task).__name__}, not a recipe task")
     params = dict(dag.params.dump()) if dag.params else {}
-
-    def field(name: str) -> Any:
-        return _render_value(getattr(task, name), params, name)
-
+    header = ""
+    for name in task.template_fields:  # render onto the (throwaway) task, as Airflow does before execute
+        value = getattr(task, name)
+        if name in XCOM_FIELDS and isinstance(value, str) and "xcom_pull" in value:
+            header += (
+                f"# {name}: {value} comes from an upstream task at run time; rendered with its default\n"
+            )
+            value = None
+        setattr(task, name, _render_value(value, params, name))
+    if execution_config:
+        task.execution_config = execution_config
     catalog = get_catalog(task.config_dir)
-    resolved = resolve_execution(
-        catalog,
-        project=task.project,
-        execution_config=execution_config or field("execution_config"),
-        code_env=field("code_env"),
-        cluster=field("cluster"),
-    )
+    resolved = task._resolution(catalog)
     config = resolved.execution_config
     if not isinstance(config, KubernetesExecutionConfig):
         raise DSSAirflowError(
             f"task {dag_id}.{task_id} runs on {resolved.execution_config_name!r} ({config.type}), not on a "
             "kubernetes execution config; pass one explicitly to render its pod"
         )
-    _, relative, language = resolve_recipe_path(resolved.project_root, field("recipe"))
-    inputs, outputs = plan_pod_io(catalog, field("inputs"), field("outputs"), run_key=f"{task_id}-render")
+    task._prepare_run(
+        catalog, resolved, SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RENDER_RUN_ID)
+    )
+    relative, language, builtin = task._entrypoint(resolved)
+    inputs, outputs = plan_pod_io(catalog, task.inputs, task.outputs, run_key=f"{task_id}-render")
     labels = {
         "dag_id": dag_id,
         "task_id": task_id,
@@ -109,22 +115,19 @@ def render_task(
         resolved=resolved,
         recipe=relative,
         language=language,
+        builtin=builtin,
         inputs=inputs,
         outputs=outputs,
-        params=field("recipe_params"),
+        params=task.recipe_params,
         run_dir=Path(RUN_DIR),
-        task_labels={
-            **{f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
-            f"{LABEL_PREFIX}.try_number": "1",
-        },
+        task_labels={f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
     )
-    header = ""
     try:
         image = image_for(catalog, resolved)
     except ImageNotBuiltError as exc:  # still worth reviewing: say so, with a placeholder image
         registry = config.registry.url + "/" if config.registry else ""
         image = ImageRef(f"{registry}dss-code-envs:{resolved.code_env_name}-NOT-BUILT", ENV_PYTHON)
-        header = f"# {exc}\n"
+        header += f"# {exc}\n"
     spec = build_recipe_spec(run, layout="pod", image=image, unique="render")
     pod = pod_for_run(catalog, run, spec)
     operator = make_operator(task_id, pod, config)

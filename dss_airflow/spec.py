@@ -124,6 +124,8 @@ class RecipeRun:
     params: Mapping[str, Any]
     run_dir: Path
     task_labels: Mapping[str, str]
+    #: True when ``recipe`` names a module of the runtime (model tasks), not a file of the project.
+    builtin: bool = False
 
 
 def container_name(labels: Mapping[str, str], unique: str) -> str:
@@ -168,6 +170,7 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
     on_host = layout == "host"
     project = PurePosixPath(run.resolved.project_root) if on_host else PurePosixPath(PROJECT_DIR)
     run_dir = PurePosixPath(run.run_dir) if on_host else PurePosixPath(RUN_DIR)
+    runtime = PurePosixPath(HOST_RUNTIME_DIR) if on_host else PurePosixPath(RUNTIME_DIR)
     inputs = {
         ref.name: str(
             (PurePosixPath(INPUTS_DIR) / ref.folder if in_container else PurePosixPath(ref.host_folder))
@@ -182,7 +185,7 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
         for ref in run.outputs
     }
     context: dict[str, Any] = {
-        "recipe": str(project / run.recipe),
+        "recipe": str((runtime if run.builtin else project) / run.recipe),
         "recipe_name": str(run.recipe),
         "language": run.language,
         "inputs": inputs,
@@ -231,7 +234,7 @@ def build_recipe_spec(
         # Volumes come from the kubernetes backend (PVCs); the context travels in DSS_CONTEXT_JSON.
         if image is None:
             raise ValueError("a pod layout needs an image")
-        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1"})
+        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1", "DSS_IMAGE": image.image})
         mounts: list[MountSpec] = []
         command = (image.python, f"{RUNTIME_DIR}/runner.py", "-")
         workdir = f"{RUN_DIR}/cwd"
@@ -240,7 +243,7 @@ def build_recipe_spec(
     elif layout == "container":
         if image is None:
             raise ValueError("a container layout needs an image")
-        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1"})
+        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1", "DSS_IMAGE": image.image})
         mounts = [
             MountSpec(str(HOST_RUNTIME_DIR), RUNTIME_DIR),
             MountSpec(str(resolved.project_root), PROJECT_DIR),

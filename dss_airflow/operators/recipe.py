@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -42,8 +42,6 @@ from dss_airflow.staging import (
 )
 
 if TYPE_CHECKING:
-    from pathlib import PurePosixPath
-
     from airflow.sdk import Context
 
     from dss_airflow.backends.docker import DockerBackend
@@ -118,7 +116,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         if any(is_templated(value) for value in names):
             return
         resolved = self._resolution(catalog)
-        resolve_recipe_path(resolved.project_root, self.recipe)
+        self._entrypoint(resolved)
         if not (is_templated(self.inputs) or is_templated(self.outputs)):
             validate_folder_refs(catalog, self.inputs, self.outputs)
 
@@ -132,10 +130,19 @@ class DSSContainerRecipeOperator(BaseOperator):
             cluster=self.cluster,
         )
 
+    def _entrypoint(self, resolved: ResolvedExecution) -> tuple[PurePosixPath, str, bool]:
+        """(path, language, builtin): the project's recipe file, checked against path traversal."""
+        _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
+        return relative, language, False
+
+    def _prepare_run(self, catalog: Catalog, resolved: ResolvedExecution, ti: Any) -> None:
+        """Last run-time step before planning: task kinds set their inputs, outputs and params here."""
+
     # ------------------------------------------------------------------------------ run time
     def execute(self, context: Context) -> dict[str, Any]:
         catalog = get_catalog(self.config_dir)
         resolved = self._resolution(catalog)
+        self._prepare_run(catalog, resolved, context["ti"])
         self.log.info(
             "Recipe %s: project %r, code env %r, execution config %r (%s, chosen by the %s)",
             self.recipe,
@@ -147,16 +154,16 @@ class DSSContainerRecipeOperator(BaseOperator):
         )
         if resolved.cluster_name:
             self.log.info("Kubernetes cluster %r", resolved.cluster_name)
-        _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
+        entry = self._entrypoint(resolved)
         unique = secrets.token_hex(4)
         run_key = f"{_task_key(context)}-{unique}"
         if isinstance(resolved.execution_config, KubernetesExecutionConfig):
             run, spec, result, promoted = self._execute_in_pod(
-                catalog, resolved, relative, language, run_key, unique, context
+                catalog, resolved, entry, run_key, unique, context
             )
         else:
             run, spec, result, promoted = self._execute_on_worker(
-                catalog, resolved, relative, language, run_key, unique, context
+                catalog, resolved, entry, run_key, unique, context
             )
         for warning in result.get("warnings", []):
             self.log.warning("%s", warning)
@@ -179,17 +186,18 @@ class DSSContainerRecipeOperator(BaseOperator):
         self,
         catalog: Catalog,
         resolved: ResolvedExecution,
-        relative: PurePosixPath,
-        language: str,
+        entry: tuple[PurePosixPath, str, bool],
         run_key: str,
         unique: str,
         context: Context,
     ) -> tuple[RecipeRun, ContainerSpec, dict[str, Any], dict[str, list[str]]]:
         """Local and docker: the worker stages, reads the result file and promotes the outputs."""
+        relative, language, builtin = entry
         run = RecipeRun(
             resolved=resolved,
             recipe=relative,
             language=language,
+            builtin=builtin,
             inputs=plan_inputs(catalog, self.inputs),
             outputs=plan_outputs(catalog, self.outputs, run_key=run_key),
             params=self.recipe_params,
@@ -218,8 +226,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self,
         catalog: Catalog,
         resolved: ResolvedExecution,
-        relative: PurePosixPath,
-        language: str,
+        entry: tuple[PurePosixPath, str, bool],
         run_key: str,
         unique: str,
         context: Context,
@@ -228,10 +235,12 @@ class DSSContainerRecipeOperator(BaseOperator):
         from dss_airflow.backends.kubernetes import plan_pod_io
 
         inputs, outputs = plan_pod_io(catalog, self.inputs, self.outputs, run_key)
+        relative, language, builtin = entry
         run = RecipeRun(
             resolved=resolved,
             recipe=relative,
             language=language,
+            builtin=builtin,
             inputs=inputs,
             outputs=outputs,
             params=self.recipe_params,
