@@ -552,6 +552,7 @@ class ImageService:
         config = self._config(target.config)
         if config.registry is None:
             return tag  # immutable in practice: it names the build hash
+        from airflow.exceptions import AirflowNotFoundException
         from airflow.providers.docker.hooks.docker import DockerHook
 
         hook = DockerHook(
@@ -559,7 +560,15 @@ class ImageService:
             base_url=self.daemon_of(target.config),
             version="auto",
         )
-        api = hook.api_client
+        try:
+            api = hook.api_client
+        except AirflowNotFoundException as exc:
+            raise ImageBuildFailed(
+                f"cannot push {tag}: the registry connection {config.registry.connection_id!r} of "
+                f"execution config {target.config!r} is not defined ({exc}); add it, e.g. `airflow "
+                f"connections add {config.registry.connection_id} --conn-type docker --conn-host "
+                f"{config.registry.url} --conn-login USER --conn-password ...`"
+            ) from exc
         repository = f"{config.registry.url}/{tag.partition(':')[0]}"
         tag_name = tag.partition(":")[2]
         api.tag(image_id, repository, tag_name)
