@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -132,3 +133,20 @@ auth:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    """An isolated Airflow home with a migrated SQLite database, shared by the DAG runs of this session."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "DSS_AIRFLOW_CONFIG": str(REPO_ROOT / "examples" / "config"),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
+    subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    return env
