@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from kubernetes.client import models as k8s
 
 from dss_airflow.config.models import KubernetesExecutionConfig
-from dss_airflow.errors import ConfigError, DSSAirflowError, ExecutionError
+from dss_airflow.errors import ConfigError, ExecutionError
 from dss_airflow.spec import (
     INPUTS_DIR,
     LABEL_PREFIX,
@@ -376,24 +376,30 @@ class KubernetesBackend:
         self._operator: Any = None
         self._killed = False
 
-    def run(self, pod: k8s.V1Pod, context: Context, *, task_id: str) -> dict[str, Any] | None:
-        """Run the pod; returns the runner's result (None if it wrote none). Raises ExecutionError."""
+    def run(
+        self, pod: k8s.V1Pod, context: Context, *, task_id: str, event: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """Run the pod; returns the runner's result (None if it wrote none). Raises ExecutionError.
+
+        Deferrable: the provider's ``TaskDeferred`` passes through (the recipe operator re-targets it at
+        its own resume method); with the trigger's ``event`` this finishes the run through the provider's
+        ``trigger_reentry`` (logs, XCom sidecar result, pod deletion) instead of starting one.
+        """
         from airflow.sdk.bases.operator import ExecutorSafeguard
 
-        if self.deferrable:
-            raise DSSAirflowError(
-                "deferrable kubernetes runs are not supported yet: the pod operator is composed inside "
-                "DSSContainerRecipeOperator, whose re-entry after the trigger is not wired"
-            )
-        operator = make_operator(task_id, pod, self.config)
+        operator = make_operator(task_id, pod, self.config, deferrable=self.deferrable)
         self._operator = operator
         name = f"{self.config.namespace}/{pod.metadata.name}"
         where = f"context {self.config.context}" if self.config.context else "the default context"
         self.log.info("Running pod %s (%s): image %s", name, where, pod.spec.containers[0].image)
         failure: BaseException | None = None
         try:
-            sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
-            returned = operator.execute(context, **sentinel)
+            if event is None:
+                sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
+                returned = operator.execute(context, **sentinel)
+            else:
+                self.log.info("Pod %s: resumed after the trigger (%s)", name, event.get("status"))
+                returned = operator.trigger_reentry(context, event)
         except Exception as exc:  # the provider raises AirflowException / ApiException / its own types
             failure = exc
             returned = None

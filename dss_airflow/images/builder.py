@@ -552,8 +552,8 @@ class ImageService:
         config = self._config(target.config)
         if config.registry is None:
             return tag  # immutable in practice: it names the build hash
-        from airflow.exceptions import AirflowNotFoundException
         from airflow.providers.docker.hooks.docker import DockerHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
 
         hook = DockerHook(
             docker_conn_id=config.registry.connection_id,

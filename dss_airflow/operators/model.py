@@ -28,7 +28,7 @@ from dss_airflow.staging import catalog_folder, validate_folder_refs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from airflow.sdk import Context
+    from dss_airflow.spec import ContainerSpec, RecipeRun
 
 #: The runtime module every model task runs (``dss_airflow/runtime/dss_model.py``).
 MODEL_ENTRYPOINT = PurePosixPath("dss_model.py")
@@ -218,13 +218,21 @@ class _ModelTaskOperator(DSSContainerRecipeOperator):
             },
         }
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        outcome = super().execute(context)
-        result: dict[str, Any] = outcome.get("result") or {}
-        if "reason" in result:
-            self.log.info("Model %s: %s", self.model, result["reason"])
+    def _outcome(
+        self,
+        resolved: ResolvedExecution,
+        run: RecipeRun,
+        spec: ContainerSpec,
+        result: dict[str, Any],
+        promoted: dict[str, list[str]],
+    ) -> dict[str, Any]:
+        """The engine's result (version, metrics, promotion and why) is the task's XCom."""
+        outcome = super()._outcome(resolved, run, spec, result, promoted)
+        engine: dict[str, Any] = outcome.get("result") or {}
+        if "reason" in engine:
+            self.log.info("Model %s: %s", self.model, engine["reason"])
         return {
-            **result,
+            **engine,
             "status": outcome["status"],
             "code_env": outcome["code_env"],
             "execution_config": outcome["execution_config"],

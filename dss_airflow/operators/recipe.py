@@ -24,6 +24,7 @@ from dss_airflow.spec import (
     LABEL_PREFIX,
     RUN_DIR,
     ContainerSpec,
+    ImageRef,
     Layout,
     RecipeRun,
     build_recipe_context,
@@ -66,6 +67,8 @@ class DSSContainerRecipeOperator(BaseOperator):
         recipe writes into ``dss_recipe.output_dir(name)``, promoted atomically on success (templated)
     :param recipe_params: JSON-serialisable parameters, ``dss_recipe.params()`` (templated)
     :param config_dir: config directory, when not the default (``$DSS_AIRFLOW_CONFIG``)
+    :param deferrable: on kubernetes configs, wait for the pod in the triggerer instead of holding a worker
+        slot (the provider's KubernetesPodTrigger); ignored by local and docker configs
     :return: (XCom) ``{"status", "outputs": {name: [files]}, "result", "warnings", "execution_config", ...}``
     """
 
@@ -93,9 +96,11 @@ class DSSContainerRecipeOperator(BaseOperator):
         outputs: FolderRefs = None,
         recipe_params: Mapping[str, Any] | None = None,
         config_dir: str | None = None,
+        deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.deferrable = deferrable
         self.recipe = recipe
         self.code_env = code_env
         self.execution_config = execution_config
@@ -140,6 +145,43 @@ class DSSContainerRecipeOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------ run time
     def execute(self, context: Context) -> dict[str, Any]:
+        catalog, resolved, entry = self._start(context)
+        unique = secrets.token_hex(4)
+        run_key = f"{_task_key(context)}-{unique}"
+        if isinstance(resolved.execution_config, KubernetesExecutionConfig):
+            run, spec, result, promoted = self._execute_in_pod(
+                catalog, resolved, entry, run_key, unique, context
+            )
+        else:
+            run, spec, result, promoted = self._execute_on_worker(
+                catalog, resolved, entry, run_key, unique, context
+            )
+        return self._outcome(resolved, run, spec, result, promoted)
+
+    def resume_from_pod(
+        self,
+        context: Context,
+        event: dict[str, Any],
+        *,
+        run_key: str,
+        unique: str,
+        image: str,
+        python: str,
+    ) -> dict[str, Any]:
+        """Deferrable kubernetes runs re-enter here once the provider's trigger has seen the pod end.
+
+        The run is planned again from the same run key and image (so the same pod, staging and outputs),
+        the provider's ``trigger_reentry`` fetches the logs and the result and deletes the pod, and the
+        result is handled exactly as in a run that waited in the worker.
+        """
+        catalog, resolved, entry = self._start(context)
+        run, spec, result, promoted = self._execute_in_pod(
+            catalog, resolved, entry, run_key, unique, context, resume=(event, ImageRef(image, python))
+        )
+        return self._outcome(resolved, run, spec, result, promoted)
+
+    def _start(self, context: Context) -> tuple[Catalog, ResolvedExecution, tuple[PurePosixPath, str, bool]]:
+        """Resolution (permissions checked again at run time), the task kind's preparation, the log line."""
         catalog = get_catalog(self.config_dir)
         resolved = self._resolution(catalog)
         self._prepare_run(catalog, resolved, context["ti"])
@@ -154,17 +196,17 @@ class DSSContainerRecipeOperator(BaseOperator):
         )
         if resolved.cluster_name:
             self.log.info("Kubernetes cluster %r", resolved.cluster_name)
-        entry = self._entrypoint(resolved)
-        unique = secrets.token_hex(4)
-        run_key = f"{_task_key(context)}-{unique}"
-        if isinstance(resolved.execution_config, KubernetesExecutionConfig):
-            run, spec, result, promoted = self._execute_in_pod(
-                catalog, resolved, entry, run_key, unique, context
-            )
-        else:
-            run, spec, result, promoted = self._execute_on_worker(
-                catalog, resolved, entry, run_key, unique, context
-            )
+        return catalog, resolved, self._entrypoint(resolved)
+
+    def _outcome(
+        self,
+        resolved: ResolvedExecution,
+        run: RecipeRun,
+        spec: ContainerSpec,
+        result: dict[str, Any],
+        promoted: dict[str, list[str]],
+    ) -> dict[str, Any]:
+        """The task's XCom: what ran where, the promoted files and the recipe's own result."""
         for warning in result.get("warnings", []):
             self.log.warning("%s", warning)
         for name, files in promoted.items():
@@ -230,8 +272,14 @@ class DSSContainerRecipeOperator(BaseOperator):
         run_key: str,
         unique: str,
         context: Context,
+        resume: tuple[dict[str, Any], ImageRef] | None = None,
     ) -> tuple[RecipeRun, ContainerSpec, dict[str, Any], dict[str, list[str]]]:
-        """Kubernetes: paths are in-pod, the runner promotes in the pod, the result comes by XCom."""
+        """Kubernetes: paths are in-pod, the runner promotes in the pod, the result comes by XCom.
+
+        ``resume`` (trigger event, image) finishes a deferred run instead of starting one.
+        """
+        from airflow.sdk.exceptions import TaskDeferred
+
         from dss_airflow.backends.kubernetes import plan_pod_io
 
         inputs, outputs = plan_pod_io(catalog, self.inputs, self.outputs, run_key)
@@ -247,13 +295,22 @@ class DSSContainerRecipeOperator(BaseOperator):
             run_dir=Path(RUN_DIR),
             task_labels=task_labels(context),
         )
-        spec = self._build_spec(catalog, run, unique)
+        event, image = resume if resume is not None else (None, None)
+        spec = self._build_spec(catalog, run, unique, image=image)
         backend_failure: ExecutionError | None = None
         result: dict[str, Any] | None = None
         try:
-            result = self._run_backend(resolved, spec, context, catalog=catalog, run=run)
+            result = self._run_backend(resolved, spec, context, catalog=catalog, run=run, event=event)
         except ExecutionError as exc:
             backend_failure = exc
+        except TaskDeferred as deferral:  # the provider deferred its own method: re-target it at ours
+            kwargs = {"run_key": run_key, "unique": unique, "image": spec.image, "python": spec.command[0]}
+            raise TaskDeferred(
+                trigger=deferral.trigger,
+                method_name=self.resume_from_pod.__name__,
+                kwargs=kwargs,
+                timeout=deferral.timeout,
+            ) from None
         if backend_failure is not None or result is None or result.get("status") != "success":
             raise _recipe_failure(self.recipe, resolved, result, backend_failure)
         listed = result.get("outputs") or {}
@@ -263,7 +320,10 @@ class DSSContainerRecipeOperator(BaseOperator):
         }
         return run, spec, result, promoted
 
-    def _build_spec(self, catalog: Catalog, run: RecipeRun, unique: str) -> ContainerSpec:
+    def _build_spec(
+        self, catalog: Catalog, run: RecipeRun, unique: str, *, image: ImageRef | None = None
+    ) -> ContainerSpec:
+        """The run's spec; ``image`` pins the image (a resumed pod keeps the one it started with)."""
         resolved = run.resolved
         config = resolved.execution_config
         uid, gid = os.getuid(), os.getgid()
@@ -283,7 +343,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         return build_recipe_spec(
             run,
             layout="pod" if isinstance(config, KubernetesExecutionConfig) else "container",
-            image=image_for(catalog, resolved),
+            image=image or image_for(catalog, resolved),
             worker_uid=uid,
             worker_gid=gid,
             unique=unique,
@@ -297,6 +357,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         *,
         catalog: Catalog | None = None,
         run: RecipeRun | None = None,
+        event: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Run the spec; kubernetes returns the runner's result (XCom), the others leave a result file."""
         config = resolved.execution_config
@@ -318,9 +379,9 @@ class DSSContainerRecipeOperator(BaseOperator):
             if catalog is None or run is None:
                 raise DSSAirflowError("a kubernetes run needs its catalog and its planned run")
             pod = pod_for_run(catalog, run, spec)  # pure; refuses oversized contexts before any API call
-            kubernetes = KubernetesBackend(config, self.log)  # type: ignore[arg-type]
+            kubernetes = KubernetesBackend(config, self.log, deferrable=self.deferrable)  # type: ignore[arg-type]
             self._backend = kubernetes
-            return kubernetes.run(pod, context, task_id=self.task_id)
+            return kubernetes.run(pod, context, task_id=self.task_id, event=event)
         return None
 
     def on_kill(self) -> None:

@@ -41,7 +41,7 @@ from dss_airflow.spark import (
     local_session_settings,
     params_env,
 )
-from dss_airflow.spec import PROJECT_DIR, ContainerSpec, RecipeRun
+from dss_airflow.spec import PROJECT_DIR, ContainerSpec, ImageRef, RecipeRun
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -190,9 +190,11 @@ class DSSSparkOperator(DSSContainerRecipeOperator):
             "name": job.name,
         }
 
-    def _build_spec(self, catalog: Catalog, run: RecipeRun, unique: str) -> ContainerSpec:
+    def _build_spec(
+        self, catalog: Catalog, run: RecipeRun, unique: str, *, image: ImageRef | None = None
+    ) -> ContainerSpec:
         """The recipe's spec, plus the spark settings ``dss_recipe.spark()`` reads."""
-        spec = super()._build_spec(catalog, run, unique)
+        spec = super()._build_spec(catalog, run, unique, image=image)
         if self._spark_settings is None:
             return spec
         env = {**spec.env, "DSS_SPARK": json.dumps(self._spark_settings, sort_keys=True)}

@@ -522,3 +522,102 @@ def test_render_task_gives_the_submitted_yaml(monkeypatch, catalog, tmp_path):
     assert plain["metadata"]["namespace"] == "default"
     with pytest.raises(DSSAirflowError, match="no task"):
         render_task("k8s_dag", "nope", dags_folder=dags)
+
+
+# ------------------------------------------------------------------------------------ deferrable mode
+class DeferringKPO(FakeKPO):
+    """The provider's deferrable path: execute() defers to trigger_reentry; re-entry returns the XCom."""
+
+    def __init__(self, result):
+        super().__init__(result=result)
+        self.events: list[dict[str, Any]] = []
+
+    def execute(self, context, **kwargs):
+        from airflow.sdk.exceptions import TaskDeferred
+
+        raise TaskDeferred(trigger="the-provider-trigger", method_name="trigger_reentry", timeout=None)
+
+    def trigger_reentry(self, context, event):
+        self.events.append(event)
+        return self.runner_result
+
+
+def test_deferrable_run_defers_to_our_resume_method_and_finishes_like_a_waiting_run(
+    monkeypatch, catalog, tmp_path
+):
+    import json as json_module
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    import dss_airflow.backends.kubernetes as backend_module
+    import dss_airflow.images.lookup as lookup
+    from dss_airflow import DSSContainerRecipeOperator
+
+    result = {"status": "success", "outputs": {"clean": ["a.csv"]}, "result": {"rows": 1}}
+    fake = DeferringKPO(result)
+    pods: list[Any] = []
+    deferrable_flags: list[bool] = []
+
+    def fake_make_operator(task_id, pod, config, **extra):
+        pods.append(pod)
+        deferrable_flags.append(extra.get("deferrable", False))
+        return fake
+
+    monkeypatch.setattr(lookup, "image_for", lambda catalog, resolved, ledger=None: IMAGE)
+    monkeypatch.setattr(backend_module, "make_operator", fake_make_operator)
+    operator = DSSContainerRecipeOperator(
+        task_id="clean",
+        recipe="recipes/r.py",
+        execution_config="k8s-big",
+        outputs={"clean": "curated/orders"},
+        config_dir=str(tmp_path),
+        deferrable=True,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(fake_context(task_id="clean"))
+    assert deferred.value.trigger == "the-provider-trigger", "the provider's own trigger waits for the pod"
+    assert deferred.value.method_name == "resume_from_pod"
+    kwargs = deferred.value.kwargs
+    assert json_module.loads(json_module.dumps(kwargs)) == kwargs, "next_kwargs are stored as JSON"
+    assert kwargs["image"] == IMAGE.image and kwargs["python"] == IMAGE.python
+
+    # A later rebuild must not change the pod being resumed: the image travels in the kwargs.
+    monkeypatch.setattr(lookup, "image_for", lambda *a, **k: pytest.fail("resume must not look up again"))
+    fresh = DSSContainerRecipeOperator(  # the worker that resumes has a new operator instance
+        task_id="clean",
+        recipe="recipes/r.py",
+        execution_config="k8s-big",
+        outputs={"clean": "curated/orders"},
+        config_dir=str(tmp_path),
+        deferrable=True,
+    )
+    event = {"status": "success", "name": pods[0].metadata.name, "namespace": "dss-jobs"}
+    returned = fresh.resume_execution(
+        "resume_from_pod", {**kwargs, "event": event}, fake_context(task_id="clean")
+    )
+    assert fake.events == [event]
+    assert returned["result"] == {"rows": 1}
+    assert returned["outputs"] == {"clean": ["/dss/out-root/curated/orders/a.csv"]}
+    assert manifest(pods[1]) == manifest(pods[0]), "the resumed run plans exactly the same pod"
+    assert deferrable_flags == [True, True]
+
+
+def test_the_real_provider_operator_defers_with_our_pod_and_cluster(catalog):
+    """Without a cluster: the composed KubernetesPodOperator builds the provider's trigger for our pod."""
+    from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+    from airflow.sdk.exceptions import TaskDeferred
+
+    run = make_run(catalog)
+    pod = make_pod(catalog, run)
+    operator = make_operator("clean", pod, run.resolved.execution_config, deferrable=True)
+    assert operator.deferrable is True
+    operator.pod = pod
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.invoke_defer_method()
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, KubernetesPodTrigger)
+    assert deferred.value.method_name == "trigger_reentry"
+    classpath, kwargs = trigger.serialize()
+    assert kwargs["pod_name"] == pod.metadata.name and kwargs["pod_namespace"] == "dss-jobs"
+    assert kwargs["cluster_context"] == "ctx-a" and kwargs["kubernetes_conn_id"] == "cluster_a"
+    assert kwargs["on_finish_action"] == "delete_pod", "the triggerer path deletes the pod too"
