@@ -54,14 +54,14 @@ def render_task(
     from airflow.dag_processing.dagbag import DagBag
     from kubernetes.client import ApiClient
 
-    from dss_airflow.backends.kubernetes import make_operator, plan_pod_io, pod_for_run
+    from dss_airflow.backends.kubernetes import make_operator, pod_for_run
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.config.models import KubernetesExecutionConfig
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
     from dss_airflow.images.lookup import image_for
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-    from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, ImageRef, RecipeRun, build_recipe_spec
+    from dss_airflow.spec import LABEL_PREFIX, ImageRef, build_recipe_spec
 
     if dags_folder is None:
         from airflow.configuration import conf
@@ -102,25 +102,14 @@ def render_task(
     task._prepare_run(
         catalog, resolved, SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RENDER_RUN_ID)
     )
-    relative, language, builtin = task._entrypoint(resolved)
-    inputs, outputs = plan_pod_io(catalog, task.inputs, task.outputs, run_key=f"{task_id}-render")
-    labels = {
-        "dag_id": dag_id,
-        "task_id": task_id,
-        "run_id": RENDER_RUN_ID,
-        "map_index": "-1",
-        "try_number": "1",
-    }
-    run = RecipeRun(
-        resolved=resolved,
-        recipe=relative,
-        language=language,
-        builtin=builtin,
-        inputs=inputs,
-        outputs=outputs,
-        params=task.recipe_params,
-        run_dir=Path(RUN_DIR),
-        task_labels={f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
+    labels = {"dag_id": dag_id, "task_id": task_id, "run_id": RENDER_RUN_ID, "try_number": "1"}
+    labels["map_index"] = "-1"
+    run = task.plan_pod_run(
+        catalog,
+        resolved,
+        task._entrypoint(resolved),
+        f"{task_id}-render",
+        {f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
     )
     try:
         image = image_for(catalog, resolved)

@@ -280,21 +280,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         """
         from airflow.sdk.exceptions import TaskDeferred
 
-        from dss_airflow.backends.kubernetes import plan_pod_io
-
-        inputs, outputs = plan_pod_io(catalog, self.inputs, self.outputs, run_key)
-        relative, language, builtin = entry
-        run = RecipeRun(
-            resolved=resolved,
-            recipe=relative,
-            language=language,
-            builtin=builtin,
-            inputs=inputs,
-            outputs=outputs,
-            params=self.recipe_params,
-            run_dir=Path(RUN_DIR),
-            task_labels=task_labels(context),
-        )
+        run = self.plan_pod_run(catalog, resolved, entry, run_key, task_labels(context))
         event, image = resume if resume is not None else (None, None)
         spec = self._build_spec(catalog, run, unique, image=image)
         backend_failure: ExecutionError | None = None
@@ -316,9 +302,34 @@ class DSSContainerRecipeOperator(BaseOperator):
         listed = result.get("outputs") or {}
         promoted = {
             ref.name: [str(ref.host_destination / name) for name in listed.get(ref.name, [])]
-            for ref in outputs
+            for ref in run.outputs
         }
         return run, spec, result, promoted
+
+    def plan_pod_run(
+        self,
+        catalog: Catalog,
+        resolved: ResolvedExecution,
+        entry: tuple[PurePosixPath, str, bool],
+        run_key: str,
+        labels: Mapping[str, str],
+    ) -> RecipeRun:
+        """The run as a pod sees it (in-pod paths); also what ``dss-airflow k8s render`` shows."""
+        from dss_airflow.backends.kubernetes import plan_pod_io
+
+        inputs, outputs = plan_pod_io(catalog, self.inputs, self.outputs, run_key)
+        relative, language, builtin = entry
+        return RecipeRun(
+            resolved=resolved,
+            recipe=relative,
+            language=language,
+            builtin=builtin,
+            inputs=inputs,
+            outputs=outputs,
+            params=self.recipe_params,
+            run_dir=Path(RUN_DIR),
+            task_labels=labels,
+        )
 
     def _build_spec(
         self, catalog: Catalog, run: RecipeRun, unique: str, *, image: ImageRef | None = None

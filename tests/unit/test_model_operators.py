@@ -4,8 +4,7 @@ folders each action reads and writes, and the Kubernetes pods of model tasks (st
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +18,9 @@ from dss_airflow.operators.model import (
     DSSTrainModelOperator,
 )
 from tests.helpers import BASE_CONFIG, EXAMPLE_CONFIG, fake_context, make_project, write_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MODELS = """
     code_envs:
@@ -209,8 +211,8 @@ def test_model_task_pods_pass_strict_validation(config_dir, monkeypatch):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     from kubernetes.client import ApiClient
 
-    from dss_airflow.backends.kubernetes import plan_pod_io, pod_for_run
-    from dss_airflow.spec import RUN_DIR, ImageRef, RecipeRun, build_recipe_spec
+    from dss_airflow.backends.kubernetes import pod_for_run
+    from dss_airflow.spec import ImageRef, build_recipe_spec
 
     image = ImageRef("registry.example.com/dss-code-envs@sha256:" + "cd" * 32, "/opt/dss/env/bin/python")
     catalog = load_catalog(config_dir)
@@ -235,19 +237,8 @@ def test_model_task_pods_pass_strict_validation(config_dir, monkeypatch):
         catalog = _with_project_pvc(catalog)
         operator, resolved = prepared(operator, config_dir)
         resolved = operator._resolution(catalog)
-        relative, language, builtin = operator._entrypoint(resolved)
-        inputs, outputs = plan_pod_io(catalog, operator.inputs, operator.outputs, run_key="r-1")
-        run = RecipeRun(
-            resolved=resolved,
-            recipe=relative,
-            language=language,
-            builtin=builtin,
-            inputs=inputs,
-            outputs=outputs,
-            params=operator.recipe_params,
-            run_dir=Path(RUN_DIR),
-            task_labels={"dss_airflow.dag_id": "ml", "dss_airflow.task_id": operator.task_id},
-        )
+        labels = {"dss_airflow.dag_id": "ml", "dss_airflow.task_id": operator.task_id}
+        run = operator.plan_pod_run(catalog, resolved, operator._entrypoint(resolved), "r-1", labels)
         pod = pod_for_run(catalog, run, build_recipe_spec(run, layout="pod", image=image, unique="u"))
         manifest = ApiClient().sanitize_for_serialization(pod)
         for version in ("1.36.0", "1.37.0"):
