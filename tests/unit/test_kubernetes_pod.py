@@ -578,6 +578,7 @@ def test_deferrable_run_defers_to_our_resume_method_and_finishes_like_a_waiting_
     assert deferred.value.trigger == "the-provider-trigger", "the provider's own trigger waits for the pod"
     assert deferred.value.method_name == "resume_from_pod"
     kwargs = deferred.value.kwargs
+    assert kwargs is not None
     assert json_module.loads(json_module.dumps(kwargs)) == kwargs, "next_kwargs are stored as JSON"
     assert kwargs["image"] == IMAGE.image and kwargs["python"] == IMAGE.python
 
