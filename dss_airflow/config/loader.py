@@ -36,6 +36,7 @@ from dss_airflow.config.models import (
     ManagedFolder,
     Project,
 )
+from dss_airflow.config.notebook import with_notebook_packages
 from dss_airflow.config.requirements import read_requirements_file
 from dss_airflow.config.spark import SPARK_CONFIG_TYPES, SparkConfig
 from dss_airflow.errors import ConfigError, DSSAirflowError, UnknownNameError, closest_name
@@ -142,12 +143,13 @@ class Catalog:
         return resolve_path(self.config_dir, project.root)
 
     def requirements(self, env_name: str) -> list[str]:
-        """The env's full package list: inline packages then the requirements file's lines."""
+        """The env's full package list: inline packages, the requirements file's lines, then the notebook
+        packages (``notebook: true``) it does not pin itself."""
         env: CodeEnv = self.lookup("code_envs", env_name)
         lines = list(env.packages)
         if env.requirements_file:
             lines += read_requirements_file(resolve_path(self.config_dir, env.requirements_file))
-        return lines
+        return with_notebook_packages(lines) if env.notebook else lines
 
 
 def resolve_path(base: Path, value: str) -> Path:

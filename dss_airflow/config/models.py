@@ -285,6 +285,11 @@ class CodeEnv(StrictModel):
     external_path: str | None = None
     pythonpath: list[str] = Field(default_factory=list, description="Extra PYTHONPATH entries (local only)")
     resources: CodeEnvResources = Field(default_factory=CodeEnvResources)
+    notebook: bool = Field(
+        default=False,
+        description="Notebook support: adds papermill, ipykernel, nbconvert and jupyterlab (notebook tasks, "
+        "`dss-airflow notebook serve`)",
+    )
     description: str = ""
 
     @model_validator(mode="after")

@@ -35,6 +35,19 @@ RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
 
 
 @dataclass(frozen=True)
+class ProjectFileKind:
+    """A kind of project file a task runs (recipe, notebook): its operator field, suffixes, description."""
+
+    field: str
+    languages: Mapping[str, str]
+    description: str
+
+
+RECIPE = ProjectFileKind("recipe", RECIPE_LANGUAGES, "a Python (.py) or R (.R) file")
+NOTEBOOK = ProjectFileKind("notebook", {".ipynb": "python"}, "a Jupyter notebook (.ipynb)")
+
+
+@dataclass(frozen=True)
 class ResolvedExecution:
     """What a task runs with, and why (``selected_by`` names the level that chose the config)."""
 
@@ -216,8 +229,11 @@ def resolve_execution(
     )
 
 
-def resolve_recipe_path(project_root: Path, recipe: str) -> tuple[Path, PurePosixPath, str]:
-    """(absolute path, path relative to the project root, language) of a recipe inside its project.
+def resolve_recipe_path(
+    project_root: Path, recipe: str, kind: ProjectFileKind = RECIPE
+) -> tuple[Path, PurePosixPath, str]:
+    """(absolute path, path relative to the project root, language) of a recipe (or notebook, with
+    ``kind=NOTEBOOK``) inside its project.
 
     Refuses absolute paths, ``..`` and symlinks that lead outside the project, so a DAG cannot run (or
     mount) arbitrary files of the worker.
@@ -225,31 +241,31 @@ def resolve_recipe_path(project_root: Path, recipe: str) -> tuple[Path, PurePosi
     relative = PurePosixPath(recipe)
     if relative.is_absolute() or ".." in relative.parts or "\\" in recipe:
         raise ConfigError(
-            "recipe path escapes the project directory",
-            field="recipe",
+            f"{kind.field} path escapes the project directory",
+            field=kind.field,
             value=recipe,
             fix=f"give a path relative to the project root {project_root}, without '..'",
         )
-    language = RECIPE_LANGUAGES.get(relative.suffix)
+    language = kind.languages.get(relative.suffix)
     if language is None:
         raise ConfigError(
-            "recipe must be a Python (.py) or R (.R) file",
-            field="recipe",
+            f"{kind.field} must be {kind.description}",
+            field=kind.field,
             value=recipe,
             fix="rename the file or point at the script",
         )
     path = (project_root / relative).resolve()
     if not path.is_relative_to(project_root.resolve()):
         raise ConfigError(
-            "recipe path escapes the project directory through a symbolic link",
-            field="recipe",
+            f"{kind.field} path escapes the project directory through a symbolic link",
+            field=kind.field,
             value=recipe,
-            fix="keep recipes inside the project directory",
+            fix=f"keep {kind.field}s inside the project directory",
         )
     if not path.is_file():
         raise ConfigError(
-            "recipe not found",
-            field="recipe",
+            f"{kind.field} not found",
+            field=kind.field,
             value=recipe,
             fix=f"paths are relative to the project root {project_root}",
         )

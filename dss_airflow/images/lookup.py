@@ -31,7 +31,9 @@ def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | No
     if state.current is not None:
         return ImageRef(image=state.current.image, python=state.current.python)
     env = resolved.code_env
-    needs_own_image = env.packages or env.requirements_file or env.r_packages or env.resources.mode != "none"
+    # requirements() includes what the env adds implicitly (the notebook packages of `notebook: true`).
+    packages = catalog.requirements(resolved.code_env_name)
+    needs_own_image = packages or env.r_packages or env.resources.mode != "none"
     # Pods also need the dss_airflow runtime, which only code-env images carry (a bare base image does not).
     if needs_own_image or isinstance(config, KubernetesExecutionConfig):
         detail = f" (last build failed: {state.last_error})" if state.last_error else ""

@@ -24,7 +24,7 @@ def test_validate_reports_every_problem_and_fails(tmp_path, capsys):
 def test_validate_and_show_a_good_config(capsys):
     assert main(["config", "validate", "--config-dir", str(EXAMPLE_CONFIG)]) == 0
     out = capsys.readouterr().out
-    assert "valid (4 execution configs, 4 code envs" in out and "2 models" in out
+    assert "valid (4 execution configs, 5 code envs" in out and "2 models" in out
     assert main(["config", "show", "--config-dir", str(EXAMPLE_CONFIG)]) == 0
     out = capsys.readouterr().out
     assert "docker-small (docker)  [" in out and "dss.yaml:" in out

@@ -1,0 +1,51 @@
+"""Notebook support of a code env (``notebook: true``): the packages it adds and the check that it is on.
+
+The packages flow through :meth:`Catalog.requirements`, so the lock, the image hash, local virtualenvs and
+the change sensor see them with no other change. Pins resolved with ``uv pip compile`` for Python 3.11.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from dss_airflow.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dss_airflow.config.loader import Catalog
+
+#: What a code env with ``notebook: true`` gets on top of its own packages. papermill executes notebooks
+#: for DSSNotebookOperator, ipykernel is the kernel, nbconvert exports HTML, jupyterlab is what
+#: ``dss-airflow notebook serve`` runs. matplotlib is there because ipykernel's inline backend
+#: (matplotlib-inline) cannot be imported without it, which the image smoke test would refuse.
+NOTEBOOK_PACKAGES = (
+    "papermill==2.7.0",
+    "ipykernel==7.4.0",
+    "nbconvert==7.17.2",
+    "jupyterlab==4.6.6",
+    "matplotlib==3.11.2",
+)
+
+
+def with_notebook_packages(lines: list[str]) -> list[str]:
+    """``lines`` plus the notebook packages it does not already name: the env's own pins win."""
+    listed = {canonicalize_name(Requirement(line).name) for line in lines}
+    extra = [pin for pin in NOTEBOOK_PACKAGES if canonicalize_name(Requirement(pin).name) not in listed]
+    return [*lines, *extra]
+
+
+def require_notebook_support(catalog: Catalog, env_name: str, *, what: str) -> None:
+    """A notebook task or server needs a kernel in its env: refuse, where the env is defined, if not."""
+    if catalog.lookup("code_envs", env_name, field="code_env").notebook:
+        return
+    file, line = catalog.where("code_envs", env_name)
+    raise ConfigError(
+        f"code env {env_name!r} has no notebook support, which {what} needs (papermill, ipykernel)",
+        file=file,
+        line=line,
+        field=f"code_envs.{env_name}.notebook",
+        fix=f"set 'notebook: true' under code_envs.{env_name} and rebuild its images "
+        f"(dss-airflow images build {env_name}), or choose a code env that has it",
+    )
