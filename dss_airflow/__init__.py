@@ -20,6 +20,7 @@ _LAZY_IMPORTS = {
     "DSSEvaluateModelOperator": "dss_airflow.operators.model",
     "DSSPromoteModelOperator": "dss_airflow.operators.model",
     "DSSScoreModelOperator": "dss_airflow.operators.model",
+    "DSSNotebookOperator": "dss_airflow.operators.notebook",
     "CodeEnvChangeSensor": "dss_airflow.sensors.code_env",
     "code_env_asset": "dss_airflow.assets",
     "DSSAirflowError": "dss_airflow.errors",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
         DSSScoreModelOperator,
         DSSTrainModelOperator,
     )
+    from dss_airflow.operators.notebook import DSSNotebookOperator
     from dss_airflow.operators.recipe import DSSContainerRecipeOperator
     from dss_airflow.operators.spark import DSSSparkOperator
     from dss_airflow.sensors.code_env import CodeEnvChangeSensor
@@ -61,6 +63,7 @@ __all__ = [
     "DSSEvaluateModelOperator",
     "DSSPromoteModelOperator",
     "DSSScoreModelOperator",
+    "DSSNotebookOperator",
     "__version__",
     "execution_config_choices",
     "get_catalog",
@@ -98,6 +101,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "dss_airflow.operators.recipe",
                     "dss_airflow.operators.model",
+                    "dss_airflow.operators.notebook",
                     "dss_airflow.operators.spark",
                 ],
             }
