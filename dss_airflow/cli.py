@@ -2,6 +2,8 @@
 
 dss-airflow config validate [--config-dir DIR]   # every problem with file:line and fix; exit 1 if any
 dss-airflow config show [--config-dir DIR]       # what was loaded, and from where
+dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--folder NAME ...]
+dss-airflow notebook stop [NAME ... | --all]     # notebook list: the servers started from here
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import DSSAirflowError
 
@@ -172,6 +174,67 @@ def _build_bases(service: ImageService, names: list[str], force: bool) -> int:
     return 0
 
 
+def _notebook(args: argparse.Namespace) -> int:
+    """JupyterLab in a code env's container: only the URL (with its token) goes to stdout, once."""
+    from dss_airflow import notebook_server
+    from dss_airflow.config.loader import get_catalog
+
+    catalog = get_catalog(args.config_dir)
+    if args.command == "serve":
+        print(f"starting JupyterLab: code env {args.code_env}, {args.execution_config}...", file=sys.stderr)
+        server = notebook_server.serve(
+            catalog,
+            code_env=args.code_env,
+            execution_config=args.execution_config,
+            project=args.project,
+            port=args.port,
+            folders=args.folder,
+            show_url=_show_notebook_url,
+        )
+        print(f"stop it with: dss-airflow notebook stop {server.name}", file=sys.stderr)
+        return 0
+    if args.command == "stop":
+        if not args.names and not args.all:
+            print("name the servers to stop (see `dss-airflow notebook list`), or --all", file=sys.stderr)
+            return 2
+        for name in notebook_server.stop(catalog, args.names, every=args.all):
+            print(f"removed {name}")
+        return 0
+    for listed in notebook_server.list_servers(catalog):
+        print(
+            f"{listed['name']}  {listed['status']}  {listed['url']}  code env {listed['code_env']}, "
+            f"execution config {listed['execution_config']}, project {listed['project']}"
+        )
+    return 0
+
+
+def _show_notebook_url(url: str) -> None:
+    print("JupyterLab is up; open this URL (its token is a password: do not share it):", file=sys.stderr)
+    print(url, flush=True)
+
+
+def _add_notebook_commands(commands: Any) -> None:
+    notebook = commands.add_parser("notebook", help="JupyterLab in a code env's container")
+    notebook_commands = notebook.add_subparsers(dest="command", required=True)
+    serve = notebook_commands.add_parser("serve", help="start JupyterLab on loopback with a token")
+    serve.add_argument("--code-env", required=True, help="a code env with notebook: true")
+    serve.add_argument("--execution-config", required=True, help="a docker execution config (its limits)")
+    serve.add_argument("--project", default=None, help="default: defaults.project or the only project")
+    serve.add_argument("--port", type=int, default=None, help="loopback port (default: a free one)")
+    serve.add_argument(
+        "--folder",
+        action="append",
+        default=[],
+        help="managed folder mounted at /dss/folders/NAME (repeatable)",
+    )
+    stop = notebook_commands.add_parser("stop", help="remove notebook servers")
+    stop.add_argument("names", nargs="*", help="server names (see notebook list)")
+    stop.add_argument("--all", action="store_true", help="every server started from this state directory")
+    notebook_commands.add_parser("list", help="servers started from this state directory")
+    for sub in (serve, stop, notebook_commands.choices["list"]):
+        sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+
+
 IMAGE_COMMANDS = {
     "plan": "what a build would do, and why",
     "build": "build, smoke-test and switch code-env images",
@@ -224,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("task_id")
     render.add_argument("--config", help="execution config to render with (default: the task's)")
     render.add_argument("--dags-folder", type=Path, default=None, help="default: Airflow's dags_folder")
+    _add_notebook_commands(commands)
     return parser
 
 
@@ -241,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.group == "images":
             return _images(args)
+        if args.group == "notebook":
+            return _notebook(args)
         if args.command == "validate":
             return _config_validate(args.config_dir)
         return _config_show(args.config_dir)
