@@ -18,8 +18,7 @@ if TYPE_CHECKING:
 
 #: What a code env with ``notebook: true`` gets on top of its own packages. papermill executes notebooks
 #: for DSSNotebookOperator, ipykernel is the kernel, nbconvert exports HTML, jupyterlab is what
-#: ``dss-airflow notebook serve`` runs. matplotlib is there because ipykernel's inline backend
-#: (matplotlib-inline) cannot be imported without it, which the image smoke test would refuse.
+#: ``dss-airflow notebook serve`` runs; matplotlib makes ipykernel's inline plots work.
 NOTEBOOK_PACKAGES = (
     "papermill==2.7.0",
     "ipykernel==7.4.0",

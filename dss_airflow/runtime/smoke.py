@@ -1,7 +1,10 @@
 """Smoke test of a freshly built code-env image, run inside it before it becomes current. Stdlib only.
 
 Imports the top-level modules of every distribution in the image's lock and runs ``pip check``; prints a
-JSON summary and exits 1 on any failure, so a broken image never replaces a working one.
+JSON summary and exits 1 on any failure, so a broken image never replaces a working one. A module that
+fails only because it imports *another* top-level module that is not installed (matplotlib-inline without
+matplotlib) uses an optional dependency its distribution does not declare: that is listed, not a failure
+(``pip check`` fails on any missing *declared* dependency).
 
 After an incremental build, ``DSS_SMOKE_CHANGED`` names the distributions that changed: only those and
 every distribution that depends on them (transitively) are imported, since the rest is byte-identical
@@ -15,7 +18,7 @@ import re
 import subprocess
 import sys
 from importlib import metadata
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 LOCK = "/opt/dss/requirements.lock"
 
@@ -62,6 +65,23 @@ def with_dependents(changed: Set[str], pins: List[str]) -> Set[str]:
     return selected
 
 
+def import_problem(module: str) -> Tuple[Optional[str], Optional[str]]:
+    """(failure, optional dependency missing) for one module; (None, None) when it imports."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing and missing != module.split(".")[0]:
+            return None, "%s needs %s, which is not installed (an undeclared optional dependency)" % (
+                module,
+                missing,
+            )
+        return "%s: %s" % (type(exc).__name__, exc), None
+    except Exception as exc:  # noqa: BLE001 - every failure is reported
+        return "%s: %s" % (type(exc).__name__, exc), None
+    return None, None
+
+
 def main() -> int:
     with open(LOCK, encoding="utf-8") as handle:
         pins = [line.split("==", 1)[0].strip() for line in handle if "==" in line]
@@ -71,6 +91,7 @@ def main() -> int:
         pins = [name for name in pins if canonical(name) in selected]
     failures = []
     imported = []
+    optional = []
     for distribution in pins:
         try:
             modules = top_level_modules(distribution)
@@ -78,15 +99,17 @@ def main() -> int:
             failures.append("%s: not installed" % distribution)
             continue
         for module in modules:
-            try:
-                importlib.import_module(module)
+            failure, missing_optional = import_problem(module)
+            if failure is not None:
+                failures.append("import %s (%s): %s" % (module, distribution, failure))
+            elif missing_optional is not None:
+                optional.append(missing_optional)
+            else:
                 imported.append(module)
-            except Exception as exc:  # noqa: BLE001 - every failure is reported
-                failures.append("import %s (%s): %s: %s" % (module, distribution, type(exc).__name__, exc))
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:
         failures.append("pip check: " + (check.stdout + check.stderr).strip())
-    print(json.dumps({"imported": imported, "failures": failures}))
+    print(json.dumps({"imported": imported, "optional_missing": optional, "failures": failures}))
     return 1 if failures else 0
 
 
