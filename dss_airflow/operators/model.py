@@ -42,6 +42,7 @@ class _ModelTaskOperator(DSSContainerRecipeOperator):
     """Shared part of the model operators: the definition, the saved model's folders, the runtime call."""
 
     action: ClassVar[str]
+    task_kind = "model"
     template_fields: Sequence[str] = (
         "model",
         "data",
@@ -199,7 +200,7 @@ class _ModelTaskOperator(DSSContainerRecipeOperator):
         definition = self._definition(catalog)
         self._check_arguments()
         self.inputs, self.outputs = self._folder_refs(definition)
-        self.recipe = f"{self.action} of model {self.model!r}"
+        self.recipe = f"{self.model!r} ({self.action})"
         self.recipe_params = {
             "action": self.action,
             "model_id": self.model,

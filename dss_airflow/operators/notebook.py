@@ -67,6 +67,7 @@ class DSSNotebookOperator(DSSContainerRecipeOperator):
     )
     template_fields_renderers = {"parameters": "json"}
     ui_color = "#f37726"
+    task_kind = "notebook"
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import secrets
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
@@ -83,6 +83,8 @@ class DSSContainerRecipeOperator(BaseOperator):
     )
     template_fields_renderers = {"recipe_params": "json"}
     ui_color = "#2ab1ac"
+    #: How failures and logs name what ran ("recipe recipes/x.py failed on ...").
+    task_kind: ClassVar[str] = "recipe"
 
     def __init__(
         self,
@@ -186,7 +188,8 @@ class DSSContainerRecipeOperator(BaseOperator):
         resolved = self._resolution(catalog)
         self._prepare_run(catalog, resolved, context["ti"])
         self.log.info(
-            "Recipe %s: project %r, code env %r, execution config %r (%s, chosen by the %s)",
+            "%s %s: project %r, code env %r, execution config %r (%s, chosen by the %s)",
+            self.task_kind.capitalize(),
             self.recipe,
             resolved.project_name,
             resolved.code_env_name,
@@ -257,7 +260,7 @@ class DSSContainerRecipeOperator(BaseOperator):
                 backend_failure = exc
             result = read_result(spec.host_result_file)
             if backend_failure is not None or result is None or result.get("status") != "success":
-                raise _recipe_failure(self.recipe, resolved, result, backend_failure)
+                raise _recipe_failure(f"{self.task_kind} {self.recipe}", resolved, result, backend_failure)
             promoted = promote_outputs(run.outputs)
         finally:
             discard_staging(run.outputs)
@@ -298,7 +301,7 @@ class DSSContainerRecipeOperator(BaseOperator):
                 timeout=deferral.timeout,
             ) from None
         if backend_failure is not None or result is None or result.get("status") != "success":
-            raise _recipe_failure(self.recipe, resolved, result, backend_failure)
+            raise _recipe_failure(f"{self.task_kind} {self.recipe}", resolved, result, backend_failure)
         listed = result.get("outputs") or {}
         promoted = {
             ref.name: [str(ref.host_destination / name) for name in listed.get(ref.name, [])]
@@ -401,13 +404,13 @@ class DSSContainerRecipeOperator(BaseOperator):
 
 
 def _recipe_failure(
-    recipe: str, resolved: ResolvedExecution, result: dict[str, Any] | None, backend: ExecutionError | None
+    what: str, resolved: ResolvedExecution, result: dict[str, Any] | None, backend: ExecutionError | None
 ) -> ExecutionError:
     """One message with the recipe's own error (from its result) and the process/container failure."""
     reason = (result or {}).get("error") or (str(backend) if backend else "the runner wrote no result")
     where = f"{resolved.execution_config_name} ({resolved.execution_config.type})"
     return ExecutionError(
-        f"recipe {recipe} failed on {where}: {reason}; its managed-folder outputs were left untouched",
+        f"{what} failed on {where}: {reason}; its managed-folder outputs were left untouched",
         logs=backend.logs if backend else [],
         exit_code=backend.exit_code if backend else None,
     )

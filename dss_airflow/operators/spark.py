@@ -84,6 +84,7 @@ class DSSSparkOperator(DSSContainerRecipeOperator):
         "recipe_params",
     )
     ui_color = "#e25a1c"
+    task_kind = "Spark application"
 
     def __init__(
         self,

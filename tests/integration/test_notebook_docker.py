@@ -178,7 +178,7 @@ def test_failing_cell_fails_the_task_with_its_traceback_and_writes_nothing(
             fake_context(dag_id=dag_id)
         )
     message, logs = str(caught.value), "\n".join(caught.value.logs)
-    assert "recipe notebooks/fails.ipynb failed on docker-nb (docker)" in message
+    assert "notebook notebooks/fails.ipynb failed on docker-nb (docker)" in message
     assert "cell 2 of 3 failed: ZeroDivisionError: division by zero" in message
     assert "[dss-notebook] source of the failing cell:" in logs and "return 1 / 0" in logs
     assert "ZeroDivisionError" in logs and "----> 3 ratio()" in logs, "the cell's traceback is in the log"
