@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
-
+from dss_airflow.config.requirements import requirement_name
 from dss_airflow.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -30,8 +28,8 @@ NOTEBOOK_PACKAGES = (
 
 def with_notebook_packages(lines: list[str]) -> list[str]:
     """``lines`` plus the notebook packages it does not already name: the env's own pins win."""
-    listed = {canonicalize_name(Requirement(line).name) for line in lines}
-    extra = [pin for pin in NOTEBOOK_PACKAGES if canonicalize_name(Requirement(pin).name) not in listed]
+    listed = {requirement_name(line) for line in lines}
+    extra = [pin for pin in NOTEBOOK_PACKAGES if requirement_name(pin) not in listed]
     return [*lines, *extra]
 
 

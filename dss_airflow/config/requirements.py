@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement
 from packaging.requirements import Requirement as PEP508Requirement
+from packaging.utils import canonicalize_name
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -39,6 +40,11 @@ def check_requirement(line: str) -> str:
     if url.startswith("file:") or url.startswith("/") or url.startswith("."):
         raise ValueError(f"{text!r} installs from a local path, which containers cannot see")
     return text
+
+
+def requirement_name(line: str) -> str:
+    """The canonical distribution name of a (checked) requirement line: ``Scikit_Learn>=1`` → scikit-learn."""
+    return str(canonicalize_name(PEP508Requirement(line).name))
 
 
 def read_requirements_file(path: Path) -> list[str]:

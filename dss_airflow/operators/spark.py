@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from dss_airflow.config.loader import Catalog, get_catalog
 from dss_airflow.config.models import LOCAL
+from dss_airflow.config.requirements import requirement_name
 from dss_airflow.config.resolve import check_permission, is_templated, resolve_execution, resolve_recipe_path
 from dss_airflow.config.spark import (
     KubernetesSparkConfig,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.staging import FolderRefs
 
-_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 #: Worker variables Spark needs on top of the local backend's pass-through list.
 SPARK_PASSED_THROUGH = ("JAVA_HOME", "SPARK_LOCAL_IP")
 
@@ -328,11 +328,7 @@ def check_env_has_pyspark(catalog: Catalog, env_name: str) -> None:
     env = catalog.code_envs[env_name]
     if not env.managed:
         return
-    names = set()
-    for requirement in catalog.requirements(env_name):
-        match = _REQUIREMENT_NAME.match(requirement)
-        if match:
-            names.add(re.sub(r"[-_.]+", "-", match[1]).lower())
+    names = {requirement_name(line) for line in catalog.requirements(env_name)}
     if "pyspark" in names:
         return
     file, line = catalog.where("code_envs", env_name)
