@@ -155,7 +155,12 @@ def _images_build_job(service: ImageService, args: argparse.Namespace) -> int:
         return 2
     service.catalog.lookup("code_envs", args.env, field="env")
     service.catalog.lookup("execution_configs", args.config[0], field="config")
-    manifests = service.incluster_build(Target(args.env, args.config[0]), push_secret=args.push_secret)
+    target = Target(args.env, args.config[0])
+    if args.apply:
+        record = service.build_in_cluster(target, push_secret=args.push_secret)
+        print(f"{target}: now runs {record.image}")
+        return 0
+    manifests = service.incluster_build(target, push_secret=args.push_secret)
     print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
     return 0
 
@@ -241,7 +246,7 @@ IMAGE_COMMANDS = {
     "build-base": "build base images",
     "status": "current and previous images, last build",
     "rollback": "make the previous image current again",
-    "build-job": "print the Kubernetes Job that builds an image in the cluster",
+    "build-job": "print (or --apply: run) the Kubernetes Job that builds an image in the cluster",
 }
 
 
@@ -265,6 +270,11 @@ def _add_image_arguments(sub: argparse.ArgumentParser, name: str) -> None:
         sub.add_argument("--quiet", action="store_true", help="do not stream build logs")
     if name == "build-job":
         sub.add_argument("--push-secret", help="dockerconfigjson secret (default: the config's pull secret)")
+        sub.add_argument(
+            "--apply",
+            action="store_true",
+            help="run the Job in the config's cluster, wait for it and make its image current",
+        )
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -78,6 +78,8 @@ def fake_context(
 ) -> Any:
     """The task-instance fields the operator reads from an Airflow context."""
     ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=run_id, map_index=-1, try_number=try_number)
+    ti.xcom_push = lambda key, value: None  # the provider pushes pod name/namespace before deferring
+    ti.start_date = None
     return {"ti": ti}
 
 

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -317,9 +318,8 @@ def operator_kwargs(
 
 
 @functools.cache
-def _operator_class() -> type[KubernetesPodOperator]:
+def _hook_class() -> type[Any]:
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes import client, config
 
     class IsolatedKubernetesHook(KubernetesHook):
@@ -335,6 +335,18 @@ def _operator_class() -> type[KubernetesPodOperator]:
                     config.load_incluster_config(client_configuration=self.client_configuration)
             return super().get_conn()
 
+    return IsolatedKubernetesHook
+
+
+def make_hook(config: KubernetesExecutionConfig) -> Any:
+    """The provider's KubernetesHook for a config's connection and context, with its own client config."""
+    return _hook_class()(conn_id=config.kubernetes_conn_id, cluster_context=config.context)
+
+
+@functools.cache
+def _operator_class() -> type[KubernetesPodOperator]:
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
     class DSSKubernetesPodOperator(KubernetesPodOperator):
         """KubernetesPodOperator with a per-operator client configuration and the XCom kept for us."""
 
@@ -342,7 +354,7 @@ def _operator_class() -> type[KubernetesPodOperator]:
 
         @cached_property
         def hook(self) -> Any:  # type: ignore[override]
-            return IsolatedKubernetesHook(
+            return _hook_class()(
                 conn_id=self.kubernetes_conn_id,
                 in_cluster=self.in_cluster,
                 config_file=self.config_file,
@@ -419,3 +431,76 @@ class KubernetesBackend:
         self._killed = True
         if self._operator is not None:
             self._operator.on_kill()
+
+
+# ------------------------------------------------------------------------------------ in-cluster builds
+def run_build_job(
+    config: KubernetesExecutionConfig,
+    manifests: Sequence[dict[str, Any]],
+    *,
+    hook: Any = None,
+    poll_seconds: float = 10.0,
+    timeout_seconds: float = 3600.0,
+    logger: logging.Logger | None = None,
+) -> str:
+    """Create the build's ConfigMap and Job (see :mod:`dss_airflow.images.incluster`), wait for the Job
+    and return its pod's log. Raises ExecutionError (with the log tail) when it fails or times out.
+
+    A Job of the same name is the same build hash: it is followed, not created twice. The ConfigMap is
+    deleted afterwards; the Job removes itself (``ttlSecondsAfterFinished``).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    hook = hook or make_hook(config)
+    logger = logger or log
+    config_map, job = manifests
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    core, batch = hook.core_v1_client, hook.batch_v1_client
+    try:
+        for create, body in (
+            (core.create_namespaced_config_map, config_map),
+            (batch.create_namespaced_job, job),
+        ):
+            try:
+                create(namespace=namespace, body=body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise ExecutionError(f"cannot create {body['kind']} {namespace}/{name}: {exc}") from exc
+                logger.info("%s %s/%s exists (same build hash): following it", body["kind"], namespace, name)
+        finished = _wait_for_job(hook, name, namespace, poll_seconds, timeout_seconds, logger)
+        logs = _job_logs(core, name, namespace)
+        failed = hook.is_job_failed(finished) if finished is not None else "timed out"
+        if failed:
+            raise ExecutionError(
+                f"in-cluster build job {namespace}/{name} failed ({failed})", logs=logs.splitlines()[-40:]
+            )
+        return logs
+    finally:
+        try:
+            core.delete_namespaced_config_map(name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                logger.warning("could not delete ConfigMap %s/%s: %s", namespace, name, exc)
+
+
+def _wait_for_job(
+    hook: Any, name: str, namespace: str, poll_seconds: float, timeout_seconds: float, logger: logging.Logger
+) -> Any:
+    """The finished Job (complete or failed), or None once ``timeout_seconds`` have passed."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        job = hook.get_job_status(job_name=name, namespace=namespace)
+        if hook.is_job_complete(job=job):
+            return job
+        if time.monotonic() >= deadline:
+            return None
+        logger.info("build job %s/%s still running", namespace, name)
+        time.sleep(poll_seconds)
+
+
+def _job_logs(core: Any, name: str, namespace: str) -> str:
+    pods = core.list_namespaced_pod(namespace=namespace, label_selector=f"job-name={name}").items
+    return "".join(
+        str(core.read_namespaced_pod_log(name=pod.metadata.name, namespace=namespace, container="buildkit"))
+        for pod in pods
+    )

@@ -625,6 +625,11 @@ class ImageService:
         The base image is referenced as configured (it must be pullable by the cluster); the lock is the
         one ``images build`` would use, so both builders install the same packages.
         """
+        return self._incluster_plan(target, push_secret)[0]
+
+    def _incluster_plan(
+        self, target: Target, push_secret: str | None
+    ) -> tuple[list[dict[str, Any]], BuildInputs, Lock, KubernetesExecutionConfig]:
         from dss_airflow.images.incluster import build_job_manifests
 
         config = self._config(target.config)
@@ -641,7 +646,7 @@ class ImageService:
         base = self.base_of(target.config)
         lock = self.lock_of(target)
         inputs = self._inputs(target, lock.sha256, base_digest=base.image)
-        return build_job_manifests(
+        manifests = build_job_manifests(
             env_name=target.env,
             build_hash=inputs.build_hash(),
             lock_text=lock.text,
@@ -650,6 +655,52 @@ class ImageService:
             namespace=config.namespace,
             push_secret=secret,
         )
+        return manifests, inputs, lock, config
+
+    def build_in_cluster(
+        self, target: Target, *, push_secret: str | None = None, run_job: Callable[..., str] | None = None
+    ) -> ImageRecord:
+        """Run the in-cluster build Job, then make its pushed image (by digest) the pair's current image.
+
+        A failure (Job failed or timed out, no digest in its log) is recorded with its log and the previous
+        image stays current, as with local builds. ``run_job`` defaults to the kubernetes backend's
+        :func:`~dss_airflow.backends.kubernetes.run_build_job` (tests pass their own).
+        """
+        from dss_airflow.images.incluster import pushed_digest
+
+        manifests, inputs, lock, config = self._incluster_plan(target, push_secret)
+        if run_job is None:
+            from dss_airflow.backends.kubernetes import run_build_job
+
+            run_job = run_build_job
+        assert config.registry is not None  # checked by the plan
+        build_hash = inputs.build_hash()
+        tag = image_tag(target.env, build_hash)
+        reference = f"{config.registry.url}/{tag}"
+        repository = reference.rpartition(":")[0]
+        log_file = self.ledger.logs / f"{target.env}-{build_hash[:12]}-incluster.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        job = manifests[1]["metadata"]
+        self.progress("building", tag, f"in the cluster: job {job['namespace']}/{job['name']}")
+        with self.ledger.build_lock(target.env):
+            try:
+                logs = run_job(config, manifests)
+                log_file.write_text(logs, encoding="utf-8")
+                digest = pushed_digest(logs, reference)
+                if digest is None:
+                    raise ImageBuildFailed(f"{target}: the build job's log names no pushed {reference}")
+            except DSSAirflowError as exc:
+                tail = getattr(exc, "logs", None) or getattr(exc, "log_tail", [])
+                log_file.write_text("\n".join(tail), encoding="utf-8")
+                self._record_failure(target, str(exc), log_file)
+                raise ImageBuildFailed(str(exc), log_tail=tail, log_file=log_file) from exc
+            record = ImageRecord.built_from(inputs, lock, image=f"{repository}@{digest}", tag=tag)
+            with self.ledger.update(target.env) as pairs:
+                state = pairs.setdefault(target.config, PairState())
+                switch_current(state, record)  # nothing to collect: the images live in the registry
+                state.last_log = str(log_file)
+        self.progress("switched", tag, f"{target} now runs {record.image}")
+        return record
 
     def rollback(self, env: str, configs: Iterable[str] | None = None) -> dict[Target, ImageRecord]:
         """Make the most recent previous image current again (the current one becomes previous)."""

@@ -150,3 +150,10 @@ def build_job_manifests(
         },
     }
     return [config_map, job]
+
+
+def pushed_digest(log_text: str, reference: str) -> str | None:
+    """The digest BuildKit reports for the pushed ``reference`` (``#12 pushing manifest for REF@sha256:…``),
+    so pods run the image by digest, as after a local build and push."""
+    found = re.findall(re.escape(reference) + r"@(sha256:[0-9a-f]{64})", log_text)
+    return found[-1] if found else None
