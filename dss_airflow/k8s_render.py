@@ -15,8 +15,6 @@ from typing import Any
 from dss_airflow.errors import ConfigError, DSSAirflowError
 
 RENDER_RUN_ID = "render"
-#: Fields usually pulled from an upstream task's XCom (a model version): rendered as their default.
-XCOM_FIELDS = ("version",)
 
 
 def _render_value(value: Any, params: dict[str, Any], field: str) -> Any:
@@ -83,7 +81,7 @@ def render_task(
     header = ""
     for name in task.template_fields:  # render onto the (throwaway) task, as Airflow does before execute
         value = getattr(task, name)
-        if name in XCOM_FIELDS and isinstance(value, str) and "xcom_pull" in value:
+        if isinstance(value, str) and "xcom_pull" in value:  # an upstream task's value: not known here
             header += (
                 f"# {name}: {value} comes from an upstream task at run time; rendered with its default\n"
             )
