@@ -112,6 +112,10 @@ class OutputRef:
     host_destination: Path
 
 
+#: What a task runs: (path, language, builtin) -- a project file, or a runtime module when builtin.
+Entrypoint = tuple[PurePosixPath, str, bool]
+
+
 @dataclass(frozen=True)
 class RecipeRun:
     """Everything the worker decided about one recipe run (host side)."""

@@ -28,7 +28,7 @@ from dss_airflow.staging import catalog_folder, validate_folder_refs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from dss_airflow.spec import ContainerSpec, RecipeRun
+    from dss_airflow.spec import ContainerSpec, Entrypoint, RecipeRun
 
 #: The runtime module every model task runs (``dss_airflow/runtime/dss_model.py``).
 MODEL_ENTRYPOINT = PurePosixPath("dss_model.py")
@@ -191,7 +191,7 @@ class _ModelTaskOperator(DSSContainerRecipeOperator):
             outputs["predictions"] = self.predictions
         return inputs, outputs
 
-    def _entrypoint(self, resolved: ResolvedExecution) -> tuple[PurePosixPath, str, bool]:
+    def _entrypoint(self, resolved: ResolvedExecution) -> Entrypoint:
         return MODEL_ENTRYPOINT, "python", True
 
     # ------------------------------------------------------------------------------ run time

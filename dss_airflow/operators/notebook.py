@@ -26,7 +26,7 @@ from dss_airflow.staging import split_ref, validate_folder_refs
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from dss_airflow.spec import ContainerSpec, RecipeRun
+    from dss_airflow.spec import ContainerSpec, Entrypoint, RecipeRun
     from dss_airflow.staging import FolderRefs
 
 #: The runtime module every notebook task runs (``dss_airflow/runtime/dss_notebook.py``).
@@ -125,7 +125,7 @@ class DSSNotebookOperator(DSSContainerRecipeOperator):
         require_notebook_support(catalog, resolved.code_env_name, what="a notebook task")
         return resolved
 
-    def _entrypoint(self, resolved: ResolvedExecution) -> tuple[PurePosixPath, str, bool]:
+    def _entrypoint(self, resolved: ResolvedExecution) -> Entrypoint:
         """The runtime's notebook engine; the notebook itself is checked against path traversal."""
         resolve_recipe_path(resolved.project_root, self.notebook, NOTEBOOK)
         return NOTEBOOK_ENTRYPOINT, "python", True

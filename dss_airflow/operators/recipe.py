@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -24,6 +24,7 @@ from dss_airflow.spec import (
     LABEL_PREFIX,
     RUN_DIR,
     ContainerSpec,
+    Entrypoint,
     ImageRef,
     Layout,
     RecipeRun,
@@ -137,7 +138,7 @@ class DSSContainerRecipeOperator(BaseOperator):
             cluster=self.cluster,
         )
 
-    def _entrypoint(self, resolved: ResolvedExecution) -> tuple[PurePosixPath, str, bool]:
+    def _entrypoint(self, resolved: ResolvedExecution) -> Entrypoint:
         """(path, language, builtin): the project's recipe file, checked against path traversal."""
         _, relative, language = resolve_recipe_path(resolved.project_root, self.recipe)
         return relative, language, False
@@ -182,7 +183,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         )
         return self._outcome(resolved, run, spec, result, promoted)
 
-    def _start(self, context: Context) -> tuple[Catalog, ResolvedExecution, tuple[PurePosixPath, str, bool]]:
+    def _start(self, context: Context) -> tuple[Catalog, ResolvedExecution, Entrypoint]:
         """Resolution (permissions checked again at run time), the task kind's preparation, the log line."""
         catalog = get_catalog(self.config_dir)
         resolved = self._resolution(catalog)
@@ -231,7 +232,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self,
         catalog: Catalog,
         resolved: ResolvedExecution,
-        entry: tuple[PurePosixPath, str, bool],
+        entry: Entrypoint,
         run_key: str,
         unique: str,
         context: Context,
@@ -271,7 +272,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self,
         catalog: Catalog,
         resolved: ResolvedExecution,
-        entry: tuple[PurePosixPath, str, bool],
+        entry: Entrypoint,
         run_key: str,
         unique: str,
         context: Context,
@@ -313,7 +314,7 @@ class DSSContainerRecipeOperator(BaseOperator):
         self,
         catalog: Catalog,
         resolved: ResolvedExecution,
-        entry: tuple[PurePosixPath, str, bool],
+        entry: Entrypoint,
         run_key: str,
         labels: Mapping[str, str],
     ) -> RecipeRun:
