@@ -25,7 +25,7 @@ _LAZY_IMPORTS = {
     "code_env_asset": "dss_airflow.assets",
     "DSSAirflowError": "dss_airflow.errors",
     "ConfigError": "dss_airflow.errors",
-    "Catalog": "dss_airflow.config.loader",
+    "Catalog": "dss_airflow.config.catalog",
     "get_catalog": "dss_airflow.config.loader",
     "load_catalog": "dss_airflow.config.loader",
     "execution_config_choices": "dss_airflow.dag_helpers",
@@ -33,7 +33,8 @@ _LAZY_IMPORTS = {
 
 if TYPE_CHECKING:
     from dss_airflow.assets import code_env_asset
-    from dss_airflow.config.loader import Catalog, get_catalog, load_catalog
+    from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.loader import get_catalog, load_catalog
     from dss_airflow.dag_helpers import execution_config_choices
     from dss_airflow.errors import ConfigError, DSSAirflowError
     from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator

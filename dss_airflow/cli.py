@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 def _config_validate(config_dir: Path | None) -> int:
-    from dss_airflow.config.loader import SECTION_KINDS, InvalidConfigError, load_catalog
+    from dss_airflow.config.catalog import SECTION_KINDS
+    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.errors import InvalidConfigError
     from dss_airflow.settings import default_config_dir
 
     directory = config_dir or default_config_dir()
@@ -40,7 +42,8 @@ def _config_validate(config_dir: Path | None) -> int:
 
 
 def _config_show(config_dir: Path | None) -> int:
-    from dss_airflow.config.loader import SECTION_KINDS, TYPED_SECTIONS, get_catalog
+    from dss_airflow.config.catalog import SECTION_KINDS, TYPED_SECTIONS
+    from dss_airflow.config.loader import get_catalog
 
     catalog = get_catalog(config_dir)
     for section in SECTION_KINDS:

@@ -1,8 +1,12 @@
-"""Exception root of dss_airflow.
+"""Every exception dss_airflow raises on the Airflow side, under one root.
 
-Every error the package raises derives from :class:`DSSAirflowError`, so a DAG author or an admin script can
-catch one class. Configuration errors carry enough context to fix the YAML without reading our code: the
-file, the field path, the offending value, the fix and the closest valid name.
+Every error derives from :class:`DSSAirflowError`, so a DAG author or an admin script can catch one class.
+Configuration errors carry enough context to fix the YAML without reading our code: the file, the field
+path, the offending value, the fix and the closest valid name. Errors about something that ran (a task, a
+build) keep the tail of its output in one attribute, ``logs``.
+
+(The code that runs *inside* code envs, ``dss_airflow/runtime``, is a separate standard-library program for
+any Python of the env; its own few exceptions live in ``runtime/errors.py``.)
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import difflib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from pathlib import Path
 
 
@@ -25,6 +29,7 @@ def closest_name(value: str, candidates: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+# --------------------------------------------------------------------------------------- config
 class ConfigError(DSSAirflowError):
     """A bad value in the YAML config, an operator argument or a run conf.
 
@@ -70,6 +75,16 @@ class ConfigError(DSSAirflowError):
         return text
 
 
+class InvalidConfigError(ConfigError):
+    """Several problems found in one config directory; ``errors`` lists them one by one."""
+
+    def __init__(self, config_dir: Path, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        self.config_dir = config_dir
+        lines = "\n".join(f"  - {error}" for error in errors)
+        DSSAirflowError.__init__(self, f"{len(errors)} problem(s) in config directory {config_dir}:\n{lines}")
+
+
 class UnknownNameError(ConfigError):
     """A name (execution config, code env, managed folder, project) that the catalog does not define."""
 
@@ -102,14 +117,58 @@ class PermissionDeniedError(ConfigError):
     """A project is not allowed to use an execution config (DSS's ERR_CONTAINER_CONF_NO_USAGE_PERMISSION)."""
 
 
+# ------------------------------------------------------------------------------------------ runs
+class ExecutionError(DSSAirflowError):
+    """A recipe or container failed at run time; ``logs`` holds the tail of its output."""
+
+    def __init__(
+        self, message: str, *, logs: Sequence[str] | None = None, exit_code: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.logs = list(logs or [])
+        self.exit_code = exit_code
+
+
+class EnvBuildError(DSSAirflowError):
+    """uv could not create or populate a code env's local virtualenv."""
+
+
+# ---------------------------------------------------------------------------------------- images
 class ImageNotBuiltError(DSSAirflowError):
     """No image exists yet for a (code env, execution config) pair."""
 
 
-class ExecutionError(DSSAirflowError):
-    """A recipe or container failed at run time; ``logs`` holds the tail of its output."""
+class LockError(DSSAirflowError):
+    """uv could not resolve a package list (unknown package, conflicting pins, no wheel for the platform)."""
 
-    def __init__(self, message: str, *, logs: list[str] | None = None, exit_code: int | None = None) -> None:
+
+class ImageBuildError(DSSAirflowError):
+    """A base or code-env image could not be built, smoke-tested or pushed; the previous image stays.
+
+    ``summary`` is the one-line reason, ``logs`` the tail of the failing tool's output (appended to the
+    message when ``show_logs``), ``log_file`` the whole build log when one was written.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        logs: Sequence[str] = (),
+        log_file: Path | None = None,
+        show_logs: bool = False,
+    ) -> None:
+        self.summary = message
+        self.logs = list(logs)
+        self.log_file = log_file
+        if show_logs and self.logs:
+            message = f"{message}\n--- last {len(self.logs)} lines of output ---\n" + "\n".join(self.logs)
         super().__init__(message)
-        self.logs = logs or []
-        self.exit_code = exit_code
+
+
+class BootstrapUnavailableError(ImageBuildError):
+    """This machine cannot bootstrap at all (not root, no debootstrap, no engine, no mirror): an environment
+    problem to fix or skip on, as opposed to a build that broke."""
+
+
+class MirrorNotFoundError(BootstrapUnavailableError, RuntimeError):
+    """No usable http(s) Debian mirror in the apt sources."""

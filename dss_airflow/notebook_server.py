@@ -33,8 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from dss_airflow.backends.docker import docker_operator_kwargs
 from dss_airflow.config.models import DockerExecutionConfig
-from dss_airflow.config.notebook import require_notebook_support
-from dss_airflow.config.resolve import resolve_execution
+from dss_airflow.config.resolve import require_notebook_support, resolve_execution
 from dss_airflow.errors import ConfigError, ExecutionError, UnknownNameError
 from dss_airflow.spec import (
     HOST_RUNTIME_DIR,
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 
     import docker
 
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.resolve import ResolvedExecution
 
 CONTAINER_PORT = 8888

@@ -23,7 +23,7 @@ from dss_airflow.errors import ConfigError
 from dss_airflow.spec import InputRef, OutputRef
 
 if TYPE_CHECKING:
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import Context
 
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.models import ManagedFolder, Project
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import subprocess
 from collections import deque
 from typing import TYPE_CHECKING
 
-from dss_airflow.errors import DSSAirflowError, ExecutionError
+from dss_airflow.errors import EnvBuildError, ExecutionError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,10 +37,6 @@ PASSED_THROUGH = (
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
 )  # fmt: skip
 LOG_TAIL = 50
-
-
-class EnvBuildError(DSSAirflowError):
-    """uv could not create or populate a code env's virtualenv."""
 
 
 #: Bump when the way local envs are built changes, so existing ones are rebuilt (2: bytecode compiled).

@@ -10,151 +10,30 @@ for it once.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dss_airflow.config.ml import ModelDefinition
-from dss_airflow.config.models import (
-    EXECUTION_CONFIG_TYPES,
-    INHERIT,
-    LOCAL,
-    NAME_PATTERN,
-    NONE_ALIASES,
-    BaseImage,
-    Cluster,
-    CodeEnv,
-    Defaults,
-    ExecutionConfig,
-    LocalExecutionConfig,
-    ManagedFolder,
-    Project,
+from dss_airflow.config.catalog import (
+    BUILTIN_LOCAL,
+    SECTION_KINDS,
+    SECTIONS,
+    TYPED_SECTIONS,
+    Catalog,
+    Location,
+    config_files,
+    fingerprint,
+    resolve_path,
 )
-from dss_airflow.config.notebook import with_notebook_packages
+from dss_airflow.config.models import INHERIT, LOCAL, NAME_PATTERN, NONE_ALIASES, Defaults
 from dss_airflow.config.requirements import read_requirements_file
-from dss_airflow.config.spark import SPARK_CONFIG_TYPES, SparkConfig
-from dss_airflow.errors import ConfigError, DSSAirflowError, UnknownNameError, closest_name
+from dss_airflow.errors import ConfigError, InvalidConfigError, UnknownNameError, closest_name
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
-
-SECTIONS: dict[str, type[BaseModel] | None] = {
-    "execution_configs": None,  # chosen by each entry's `type`
-    "code_envs": CodeEnv,
-    "base_images": BaseImage,
-    "managed_folders": ManagedFolder,
-    "projects": Project,
-    "spark_configs": None,  # chosen by each entry's `type`
-    "clusters": Cluster,
-    "models": ModelDefinition,
-    "defaults": Defaults,
-}
-SECTION_KINDS = {
-    "execution_configs": "execution config",
-    "code_envs": "code env",
-    "base_images": "base image",
-    "managed_folders": "managed folder",
-    "projects": "project",
-    "spark_configs": "spark config",
-    "clusters": "cluster",
-    "models": "model",
-}
-#: Sections whose entries pick their model with a `type` key.
-TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
-    "execution_configs": EXECUTION_CONFIG_TYPES,
-    "spark_configs": SPARK_CONFIG_TYPES,
-}
-#: Always available, so that a machine with no config and no container engine can still run recipes.
-BUILTIN_LOCAL = LocalExecutionConfig(type="local", description="Built-in: a virtualenv on the worker")
-
-Location = tuple[str, int | None]
-
-
-class InvalidConfigError(ConfigError):
-    """Several problems found in one config directory; ``errors`` lists them one by one."""
-
-    def __init__(self, config_dir: Path, errors: list[ConfigError]) -> None:
-        self.errors = errors
-        self.config_dir = config_dir
-        lines = "\n".join(f"  - {error}" for error in errors)
-        DSSAirflowError.__init__(self, f"{len(errors)} problem(s) in config directory {config_dir}:\n{lines}")
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """Everything the admin configured, validated, with where each item was defined."""
-
-    config_dir: Path
-    execution_configs: Mapping[str, ExecutionConfig]
-    code_envs: Mapping[str, CodeEnv]
-    base_images: Mapping[str, BaseImage]
-    managed_folders: Mapping[str, ManagedFolder]
-    projects: Mapping[str, Project]
-    defaults: Defaults
-    spark_configs: Mapping[str, SparkConfig] = field(default_factory=dict)
-    clusters: Mapping[str, Cluster] = field(default_factory=dict)
-    models: Mapping[str, ModelDefinition] = field(default_factory=dict)
-    locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
-    fingerprint: str = ""
-
-    def where(self, *path: str) -> Location:
-        """(file, line) where a config item (or its nearest defined parent) was written."""
-        key = tuple(path)
-        while key:
-            if key in self.locations:
-                return self.locations[key]
-            key = key[:-1]
-        return (str(self.config_dir), None)
-
-    def lookup(self, section: str, name: str, *, field: str | None = None) -> Any:
-        """An item by name, or an UnknownNameError listing the names and suggesting the closest."""
-        items: Mapping[str, Any] = getattr(self, section)
-        if name not in items:
-            raise UnknownNameError(SECTION_KINDS[section], name, items, field=field)
-        return items[name]
-
-    @property
-    def data_dir(self) -> Path:
-        override = os.environ.get("DSS_AIRFLOW_DATA_DIR")
-        return resolve_path(self.config_dir, override or self.defaults.data_dir)
-
-    def folder_path(self, name: str) -> Path:
-        """Host directory of a managed folder (local and docker backends)."""
-        folder: ManagedFolder = self.lookup("managed_folders", name)
-        if folder.path is None:
-            file, line = self.where("managed_folders", name)
-            raise ConfigError(
-                "this managed folder has no host path, so local and docker configs cannot mount it",
-                file=file,
-                line=line,
-                field=f"managed_folders.{name}.path",
-                fix="add a 'path' (a host directory) next to its 'pvc'",
-            )
-        return resolve_path(self.data_dir, folder.path)
-
-    def project_root(self, name: str) -> Path:
-        project: Project = self.lookup("projects", name)
-        return resolve_path(self.config_dir, project.root)
-
-    def requirements(self, env_name: str) -> list[str]:
-        """The env's full package list: inline packages, the requirements file's lines, then the notebook
-        packages (``notebook: true``) it does not pin itself."""
-        env: CodeEnv = self.lookup("code_envs", env_name)
-        lines = list(env.packages)
-        if env.requirements_file:
-            lines += read_requirements_file(resolve_path(self.config_dir, env.requirements_file))
-        return with_notebook_packages(lines) if env.notebook else lines
-
-
-def resolve_path(base: Path, value: str) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
-    return path if path.is_absolute() else (base / path).resolve()
 
 
 # --------------------------------------------------------------------------------------------- YAML
@@ -207,21 +86,6 @@ def _read_yaml(path: Path) -> tuple[Any, _LineMap]:
     if node is not None:
         lines.walk(node)
     return data, lines
-
-
-def _config_files(config_dir: Path) -> list[Path]:
-    return sorted(p for p in config_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
-
-
-def fingerprint(config_dir: Path) -> str:
-    """Cheap change detector: names, sizes and mtimes of the YAML and requirements files."""
-    digest = hashlib.sha256()
-    if config_dir.is_dir():
-        for path in sorted(config_dir.rglob("*")):
-            if path.is_file() and path.suffix in (".yaml", ".yml", ".txt"):
-                stat = path.stat()
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -314,7 +178,7 @@ def load_catalog(config_dir: Path | str) -> Catalog:
     """
     config_dir = Path(config_dir).expanduser().resolve()
     out = _Collector()
-    for path in _config_files(config_dir) if config_dir.is_dir() else []:
+    for path in config_files(config_dir) if config_dir.is_dir() else []:
         _load_file(path, out)
     out.found["execution_configs"].setdefault(LOCAL, BUILTIN_LOCAL)
     catalog = Catalog(

@@ -6,13 +6,7 @@ the change sensor see them with no other change. Pins resolved with ``uv pip com
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dss_airflow.config.requirements import requirement_name
-from dss_airflow.errors import ConfigError
-
-if TYPE_CHECKING:
-    from dss_airflow.config.loader import Catalog
 
 #: What a code env with ``notebook: true`` gets on top of its own packages. papermill executes notebooks
 #: for DSSNotebookOperator, ipykernel is the kernel, nbconvert exports HTML, jupyterlab is what
@@ -31,18 +25,3 @@ def with_notebook_packages(lines: list[str]) -> list[str]:
     listed = {requirement_name(line) for line in lines}
     extra = [pin for pin in NOTEBOOK_PACKAGES if requirement_name(pin) not in listed]
     return [*lines, *extra]
-
-
-def require_notebook_support(catalog: Catalog, env_name: str, *, what: str) -> None:
-    """A notebook task or server needs a kernel in its env: refuse, where the env is defined, if not."""
-    if catalog.lookup("code_envs", env_name, field="code_env").notebook:
-        return
-    file, line = catalog.where("code_envs", env_name)
-    raise ConfigError(
-        f"code env {env_name!r} has no notebook support, which {what} needs (papermill, ipykernel)",
-        file=file,
-        line=line,
-        field=f"code_envs.{env_name}.notebook",
-        fix=f"set 'notebook: true' under code_envs.{env_name} and rebuild its images "
-        f"(dss-airflow images build {env_name}), or choose a code env that has it",
-    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.config.loader import SECTION_KINDS
+from dss_airflow.config.catalog import SECTION_KINDS
 from dss_airflow.config.models import (
     INHERIT,
     LOCAL,
@@ -29,7 +29,7 @@ from dss_airflow.errors import ConfigError, PermissionDeniedError
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
 
 RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
 
@@ -270,3 +270,18 @@ def resolve_recipe_path(
             fix=f"paths are relative to the project root {project_root}",
         )
     return path, relative, language
+
+
+def require_notebook_support(catalog: Catalog, env_name: str, *, what: str) -> None:
+    """A notebook task or server needs a kernel in its env: refuse, where the env is defined, if not."""
+    if catalog.lookup("code_envs", env_name, field="code_env").notebook:
+        return
+    file, line = catalog.where("code_envs", env_name)
+    raise ConfigError(
+        f"code env {env_name!r} has no notebook support, which {what} needs (papermill, ipykernel)",
+        file=file,
+        line=line,
+        field=f"code_envs.{env_name}.notebook",
+        fix=f"set 'notebook: true' under code_envs.{env_name} and rebuild its images "
+        f"(dss-airflow images build {env_name}), or choose a code env that has it",
+    )

@@ -14,12 +14,12 @@ import tarfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dss_airflow.config.loader import resolve_path
+from dss_airflow.config.catalog import resolve_path
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.images.dockerfile import base_dockerfile
 
 if TYPE_CHECKING:
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.models import BaseImage
     from dss_airflow.images.builder import ProgressCallback
 

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from dss_airflow.errors import ConfigError, DSSAirflowError
+from dss_airflow.errors import (
+    BootstrapUnavailableError,
+    ConfigError,
+    DSSAirflowError,
+    ImageBuildError,
+    MirrorNotFoundError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -50,28 +56,6 @@ _CHUNK = 1 << 20
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _PACKAGE_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
 _SUITE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
-
-
-class ImageBuildError(DSSAirflowError):
-    """Building an image failed; ``output_tail`` keeps the last lines of the failing tool's output."""
-
-    def __init__(self, message: str, *, output_tail: list[str] | None = None) -> None:
-        self.summary = message
-        self.output_tail = list(output_tail or [])
-        if self.output_tail:
-            message = f"{message}\n--- last {len(self.output_tail)} lines of output ---\n" + "\n".join(
-                self.output_tail
-            )
-        super().__init__(message)
-
-
-class BootstrapUnavailableError(ImageBuildError):
-    """This machine cannot bootstrap at all (not root, no debootstrap, no engine, no mirror): an environment
-    problem to fix or skip on, as opposed to a build that broke."""
-
-
-class MirrorNotFoundError(BootstrapUnavailableError, RuntimeError):
-    """No usable http(s) Debian mirror in the apt sources."""
 
 
 @dataclass(frozen=True)
@@ -299,10 +283,14 @@ def _run(argv: list[str], what: str, *, timeout: float | None = None) -> str:
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         partial = exc.stdout if isinstance(exc.stdout, str) else (exc.stdout or b"").decode(errors="replace")
-        raise ImageBuildError(f"{what} timed out after {timeout:.0f}s", output_tail=_tail(partial)) from exc
+        raise ImageBuildError(
+            f"{what} timed out after {timeout:.0f}s", logs=_tail(partial), show_logs=True
+        ) from exc
     if proc.returncode != 0:
         raise ImageBuildError(
-            f"{what} failed (exit {proc.returncode}): {' '.join(argv)}", output_tail=_tail(proc.stdout)
+            f"{what} failed (exit {proc.returncode}): {' '.join(argv)}",
+            logs=_tail(proc.stdout),
+            show_logs=True,
         )
     return proc.stdout
 
@@ -338,7 +326,9 @@ def _debootstrap(tools: dict[str, str], recipe: BootstrapRecipe, rootfs: Path, m
         if detail.is_file():
             detail_tail = _tail(detail.read_text(errors="replace"), 15)
             raise ImageBuildError(
-                exc.summary, output_tail=[*exc.output_tail, f"--- end of {detail.name} ---", *detail_tail]
+                exc.summary,
+                logs=[*exc.logs, f"--- end of {detail.name} ---", *detail_tail],
+                show_logs=True,
             ) from exc
         raise
 
@@ -437,7 +427,8 @@ def _import_rootfs(
     if returncode != 0:
         raise ImageBuildError(
             f"tar of the rootfs {rootfs} failed (exit {returncode})",
-            output_tail=_tail(tar_errors.read_text(errors="replace")),
+            logs=_tail(tar_errors.read_text(errors="replace")),
+            show_logs=True,
         )
     for line in str(response).splitlines():
         with contextlib.suppress(ValueError):

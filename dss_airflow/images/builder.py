@@ -29,14 +29,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.config.loader import Catalog, resolve_path
+from dss_airflow.config.catalog import Catalog, resolve_path
 from dss_airflow.config.models import (
     BaseImage,
     CodeEnv,
     DockerExecutionConfig,
     KubernetesExecutionConfig,
 )
-from dss_airflow.errors import DSSAirflowError
+from dss_airflow.errors import DSSAirflowError, ImageBuildError
 from dss_airflow.images.envbuild import (
     CACHE_IN_BUILDER,
     CONTEXT_IN_BUILDER,
@@ -71,15 +71,6 @@ DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 ContainerConfig = DockerExecutionConfig | KubernetesExecutionConfig
 #: (event, "env/config" or image tag, message): build progress for the CLI and the task log.
 ProgressCallback = Callable[[str, str, str], None]
-
-
-class ImageBuildFailed(DSSAirflowError):
-    """A code-env image could not be built, smoke-tested or pushed; the previous image stays current."""
-
-    def __init__(self, message: str, *, log_tail: Sequence[str] = (), log_file: Path | None = None) -> None:
-        super().__init__(message)
-        self.log_tail = list(log_tail)
-        self.log_file = log_file
 
 
 @dataclass(frozen=True)
@@ -227,7 +218,7 @@ class ImageService:
             return None, None
         path = resolve_path(self.catalog.config_dir, env.resources.path)
         if not path.exists():
-            raise ImageBuildFailed(f"resources path {path} does not exist")
+            raise ImageBuildError(f"resources path {path} does not exist")
         return path, tree_digest(path)
 
     def _inputs(self, target: Target, lock_sha256: str, base_digest: str) -> BuildInputs:
@@ -319,7 +310,7 @@ class ImageService:
             try:
                 blocked = self._blocked(target)
                 if blocked:
-                    raise ImageBuildFailed(blocked)
+                    raise ImageBuildError(blocked)
                 lock = self.lock_of(target, refresh=refresh)
                 inputs = self._inputs(target, lock.sha256, str(self.base_digest(target.config)))
             except DSSAirflowError as exc:
@@ -359,7 +350,7 @@ class ImageService:
                 except DSSAirflowError as exc:
                     self._record_failure(member, str(exc), log_file)
                     report.failed[member] = str(exc)
-        except ImageBuildFailed as exc:
+        except ImageBuildError as exc:
             for member, _, _ in members:
                 self._record_failure(member, str(exc), log_file)
                 report.failed[member] = str(exc)
@@ -390,7 +381,7 @@ class ImageService:
         )
         try:
             self._smoke_test(api, image_id, tag, log_file, changed=parent.changed if parent else None)
-        except ImageBuildFailed:
+        except ImageBuildError:
             api.remove_image(tag, force=True)
             raise
         self.progress("built", tag, f"in {time.monotonic() - started:.1f}s")
@@ -474,10 +465,10 @@ class ImageService:
                 lines = self._stream_logs(api, container["Id"], tag, log_file)
                 code = api.wait(container["Id"])["StatusCode"]
                 if code != 0:
-                    raise ImageBuildFailed(
+                    raise ImageBuildError(
                         f"building {tag} failed (exit code {code}); last lines:\n"
                         + "\n".join(lines[-LOG_TAIL:]),
-                        log_tail=lines[-LOG_TAIL:],
+                        logs=lines[-LOG_TAIL:],
                         log_file=log_file,
                     )
                 labels = {
@@ -543,8 +534,8 @@ class ImageService:
             handle.write(f"--- smoke test of {tag}: exit {code}\n{output}\n")
         self.progress("smoke", tag, output.splitlines()[-1] if output else f"exit {code}")
         if code != 0:
-            raise ImageBuildFailed(
-                f"smoke test of {tag} failed: {output[-2000:]}", log_tail=output.splitlines()[-LOG_TAIL:]
+            raise ImageBuildError(
+                f"smoke test of {tag} failed: {output[-2000:]}", logs=output.splitlines()[-LOG_TAIL:]
             )
 
     def _publish(self, target: Target, tag: str, image_id: str) -> str:
@@ -563,7 +554,7 @@ class ImageService:
         try:
             api = hook.api_client
         except AirflowNotFoundException as exc:
-            raise ImageBuildFailed(
+            raise ImageBuildError(
                 f"cannot push {tag}: the registry connection {config.registry.connection_id!r} of "
                 f"execution config {target.config!r} is not defined ({exc}); add it, e.g. `airflow "
                 f"connections add {config.registry.connection_id} --conn-type docker --conn-host "
@@ -575,12 +566,12 @@ class ImageService:
         self.progress("pushing", tag, f"to {repository}")
         for event in api.push(repository, tag=tag_name, stream=True, decode=True):
             if "error" in event:
-                raise ImageBuildFailed(f"push of {tag} to {config.registry.url} failed: {event['error']}")
+                raise ImageBuildError(f"push of {tag} to {config.registry.url} failed: {event['error']}")
         digests = [
             d for d in api.inspect_image(image_id).get("RepoDigests", []) if d.startswith(repository + "@")
         ]
         if not digests:
-            raise ImageBuildFailed(f"push of {tag} to {config.registry.url} returned no digest")
+            raise ImageBuildError(f"push of {tag} to {config.registry.url} returned no digest")
         return str(digests[0])
 
     # ----------------------------------------------------------------------------- switch & GC
@@ -688,12 +679,12 @@ class ImageService:
                 log_file.write_text(logs, encoding="utf-8")
                 digest = pushed_digest(logs, reference)
                 if digest is None:
-                    raise ImageBuildFailed(f"{target}: the build job's log names no pushed {reference}")
+                    raise ImageBuildError(f"{target}: the build job's log names no pushed {reference}")
             except DSSAirflowError as exc:
-                tail = getattr(exc, "logs", None) or getattr(exc, "log_tail", [])
+                tail = getattr(exc, "logs", [])
                 log_file.write_text("\n".join(tail), encoding="utf-8")
                 self._record_failure(target, str(exc), log_file)
-                raise ImageBuildFailed(str(exc), log_tail=tail, log_file=log_file) from exc
+                raise ImageBuildError(str(exc), logs=tail, log_file=log_file) from exc
             record = ImageRecord.built_from(inputs, lock, image=f"{repository}@{digest}", tag=tag)
             with self.ledger.update(target.env) as pairs:
                 state = pairs.setdefault(target.config, PairState())

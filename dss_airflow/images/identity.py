@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dss_airflow.errors import DSSAirflowError
+from dss_airflow.errors import LockError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -31,10 +31,6 @@ TEMPLATE_VERSION = 2
 #: Debian bookworm's glibc is 2.36; manylinux_2_28 wheels run on it and are the common denominator.
 PLATFORM = "x86_64-manylinux_2_28"
 IMAGE_REPOSITORY = "dss-code-envs"
-
-
-class LockError(DSSAirflowError):
-    """uv could not resolve a package list (unknown package, conflicting pins, no wheel for the platform)."""
 
 
 def _sha256(data: str | bytes) -> str:

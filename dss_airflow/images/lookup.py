@@ -17,7 +17,7 @@ from dss_airflow.images.ledger import Ledger
 from dss_airflow.spec import ImageRef
 
 if TYPE_CHECKING:
-    from dss_airflow.config.loader import Catalog
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.resolve import ResolvedExecution
 
 

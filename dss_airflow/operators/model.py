@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import ValidationError
 
-from dss_airflow.config.loader import Catalog, get_catalog
+from dss_airflow.config.loader import get_catalog
 from dss_airflow.config.ml import ModelDefinition
 from dss_airflow.config.resolve import ResolvedExecution, is_templated, resolve_execution
 from dss_airflow.errors import ConfigError, UnknownNameError
@@ -28,6 +28,7 @@ from dss_airflow.staging import catalog_folder, validate_folder_refs
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.spec import ContainerSpec, Entrypoint, RecipeRun
 
 #: The runtime module every model task runs (``dss_airflow/runtime/dss_model.py``).

@@ -16,9 +16,14 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.config.loader import Catalog, get_catalog
-from dss_airflow.config.notebook import require_notebook_support
-from dss_airflow.config.resolve import NOTEBOOK, ResolvedExecution, is_templated, resolve_recipe_path
+from dss_airflow.config.loader import get_catalog
+from dss_airflow.config.resolve import (
+    NOTEBOOK,
+    ResolvedExecution,
+    is_templated,
+    require_notebook_support,
+    resolve_recipe_path,
+)
 from dss_airflow.errors import ConfigError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
 from dss_airflow.staging import split_ref, validate_folder_refs
@@ -26,6 +31,7 @@ from dss_airflow.staging import split_ref, validate_folder_refs
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.spec import ContainerSpec, Entrypoint, RecipeRun
     from dss_airflow.staging import FolderRefs
 

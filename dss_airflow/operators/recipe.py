@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from dss_airflow.config.loader import Catalog, get_catalog
+from dss_airflow.config.loader import get_catalog
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig, LocalExecutionConfig
 from dss_airflow.config.resolve import ResolvedExecution, is_templated, resolve_execution, resolve_recipe_path
 from dss_airflow.errors import DSSAirflowError, ExecutionError
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from dss_airflow.backends.docker import DockerBackend
     from dss_airflow.backends.kubernetes import KubernetesBackend
     from dss_airflow.backends.local import LocalBackend
+    from dss_airflow.config.catalog import Catalog
 
 
 class DSSContainerRecipeOperator(BaseOperator):

@@ -21,7 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.config.loader import Catalog, get_catalog
+from dss_airflow.config.loader import get_catalog
 from dss_airflow.config.models import LOCAL
 from dss_airflow.config.requirements import requirement_name
 from dss_airflow.config.resolve import check_permission, is_templated, resolve_execution, resolve_recipe_path
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.staging import FolderRefs
 

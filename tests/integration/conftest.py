@@ -64,11 +64,8 @@ def docker_client(docker_engine: None) -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def base_image(docker_engine: None) -> str:
     """Tag of the air-gapped Debian base image, bootstrapped once and then reused from the content cache."""
-    from dss_airflow.images.bootstrap import (
-        BootstrapUnavailableError,
-        build_bootstrap_base_image,
-        default_base_tag,
-    )
+    from dss_airflow.errors import BootstrapUnavailableError
+    from dss_airflow.images.bootstrap import build_bootstrap_base_image, default_base_tag
 
     tag = default_base_tag()
     try:

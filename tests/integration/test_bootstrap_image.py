@@ -9,11 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from dss_airflow.images.bootstrap import (
-    BootstrapRecipe,
-    ImageBuildError,
-    build_bootstrap_base_image,
-)
+from dss_airflow.errors import ImageBuildError
+from dss_airflow.images.bootstrap import BootstrapRecipe, build_bootstrap_base_image
 
 if TYPE_CHECKING:
     import docker
@@ -89,7 +86,7 @@ def test_failed_build_keeps_the_previous_image(docker_client: docker.DockerClien
         broken = BootstrapRecipe(packages=("python3", "dss-airflow-no-such-package"))
         with pytest.raises(ImageBuildError, match="debootstrap") as info:
             build_bootstrap_base_image(tag, broken)
-        assert info.value.output_tail, "the error must carry the tail of debootstrap's output"
+        assert info.value.logs, "the error must carry the tail of debootstrap's output"
         assert docker_client.images.get(tag).id == previous.id
         assert not [t for i in docker_client.images.list() for t in i.tags if "bootstrap-tmp" in t]
         assert set(Path("/var/tmp").glob("dss-airflow-bootstrap-*/")) <= scratch_before

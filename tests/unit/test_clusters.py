@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from dss_airflow.config.loader import InvalidConfigError, load_catalog
+from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.config.resolve import resolve_execution
-from dss_airflow.errors import PermissionDeniedError
+from dss_airflow.errors import InvalidConfigError, PermissionDeniedError
 from tests.helpers import BASE_CONFIG, write_config
 
 CLUSTERS = """

@@ -6,10 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from dss_airflow.config.loader import InvalidConfigError, load_catalog
+from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.config.resolve import resolve_execution, resolve_recipe_path
-from dss_airflow.errors import ConfigError, DSSAirflowError, PermissionDeniedError, UnknownNameError
+from dss_airflow.errors import (
+    ConfigError,
+    DSSAirflowError,
+    InvalidConfigError,
+    PermissionDeniedError,
+    UnknownNameError,
+)
 from tests.helpers import BASE_CONFIG, make_project, write_config
 
 

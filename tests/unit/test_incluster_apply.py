@@ -14,8 +14,8 @@ from kubernetes.client.exceptions import ApiException
 
 from dss_airflow.backends.kubernetes import run_build_job
 from dss_airflow.config.loader import load_catalog
-from dss_airflow.errors import ExecutionError
-from dss_airflow.images.builder import ImageBuildFailed, ImageService, Target
+from dss_airflow.errors import ExecutionError, ImageBuildError
+from dss_airflow.images.builder import ImageService, Target
 from dss_airflow.images.incluster import pushed_digest
 from tests.helpers import EXAMPLE_CONFIG
 
@@ -126,7 +126,7 @@ def test_a_successful_job_makes_the_pushed_digest_current_and_a_failure_keeps_it
     def fail(config: Any, jobs: list[dict[str, Any]]) -> str:
         raise ExecutionError("in-cluster build job dss/x failed (BackoffLimitExceeded)", logs=["pip: boom"])
 
-    with pytest.raises(ImageBuildFailed, match="BackoffLimitExceeded") as failure:
+    with pytest.raises(ImageBuildError, match="BackoffLimitExceeded") as failure:
         service.build_in_cluster(target, run_job=fail)
     state = service.ledger.pair("stdlib", "k8s-small")
     assert state.current == record, "the previous image stays current"

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dss_airflow.config.loader import InvalidConfigError, load_catalog
-from dss_airflow.errors import ConfigError, UnknownNameError
+from dss_airflow.config.loader import load_catalog
+from dss_airflow.errors import ConfigError, InvalidConfigError, UnknownNameError
 from dss_airflow.operators.model import (
     DSSEvaluateModelOperator,
     DSSPromoteModelOperator,

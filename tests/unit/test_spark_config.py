@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from dss_airflow.config.loader import InvalidConfigError, load_catalog
+from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.resolve import check_permission
 from dss_airflow.config.spark import KubernetesSparkConfig
-from dss_airflow.errors import ConfigError, PermissionDeniedError
+from dss_airflow.errors import ConfigError, InvalidConfigError, PermissionDeniedError
 from dss_airflow.spark import (
     SparkJob,
     build_pod_template,
