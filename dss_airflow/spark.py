@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -71,12 +70,6 @@ def spark_cores(cores: float) -> int:
 def core_quantity(cores: float) -> str:
     """The CPU amount as written (0.5 -> "0.5", 2.0 -> "2"), for the pod's request."""
     return format(Decimal(str(cores)).normalize(), "f")
-
-
-def dns_name(*parts: str, max_length: int = 63) -> str:
-    """A valid Kubernetes name from free text (dag and task ids)."""
-    text = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    return text[:max_length].rstrip("-") or "spark"
 
 
 # ------------------------------------------------------------------------------------------- local

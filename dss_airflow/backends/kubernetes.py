@@ -24,10 +24,8 @@ into our own configuration as well.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,6 +36,7 @@ from kubernetes.client import models as k8s
 
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.errors import ConfigError, ExecutionError
+from dss_airflow.k8s_names import dns_label, k8s_labels
 from dss_airflow.spec import (
     INPUTS_DIR,
     LABEL_PREFIX,
@@ -68,8 +67,6 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT_BYTES = 64 * 1024
 BASE_CONTAINER = "base"
 RUN_VOLUME = "dss-run"
-LABEL_KEY_PREFIX = "dss-airflow/"
-_MAX_NAME = 63
 
 
 @dataclass(frozen=True)
@@ -141,35 +138,6 @@ def pod_mounts(
 
 
 # ------------------------------------------------------------------------------- manifest (pure)
-def label_value(value: str) -> str:
-    """A valid label value: <=63 chars of [A-Za-z0-9_.-], alphanumeric at both ends; lossy → hash suffix."""
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", value).strip("-_.")
-    if safe == value and len(safe) <= _MAX_NAME:
-        return safe
-    digest = hashlib.sha256(value.encode()).hexdigest()[:8]
-    head = safe[: _MAX_NAME - len(digest) - 1].rstrip("-_.")
-    return f"{head}-{digest}" if head else digest
-
-
-def pod_labels(labels: Mapping[str, str]) -> dict[str, str]:
-    """``dss_airflow.dag_id`` → ``dss-airflow/dag-id``, values made valid."""
-    converted = {}
-    for key, value in labels.items():
-        name = key.removeprefix(f"{LABEL_PREFIX}.")
-        name = re.sub(r"[^A-Za-z0-9.-]+", "-", name.replace("_", "-")).strip("-.")[:_MAX_NAME] or "label"
-        converted[LABEL_KEY_PREFIX + name] = label_value(str(value))
-    return converted
-
-
-def pod_name(spec_name: str) -> str:
-    """A DNS label (lower-case, digits, '-', <=63 chars) kept unique by a hash when shortened."""
-    name = re.sub(r"[^a-z0-9-]+", "-", spec_name.lower()).strip("-")
-    if len(name) <= _MAX_NAME and name == spec_name:
-        return name
-    digest = hashlib.sha256(spec_name.encode()).hexdigest()[:8]
-    return f"{name[: _MAX_NAME - len(digest) - 1].rstrip('-')}-{digest}"
-
-
 def context_json(context: Mapping[str, Any]) -> str:
     """The runner context as compact JSON, refused above MAX_CONTEXT_BYTES (before any pod exists)."""
     text = json.dumps(context, sort_keys=True, separators=(",", ":"))
@@ -262,7 +230,9 @@ def build_pod(
         api_version="v1",
         kind="Pod",
         metadata=k8s.V1ObjectMeta(
-            name=pod_name(spec.name), namespace=config.namespace, labels=pod_labels(spec.labels)
+            name=dns_label(spec.name),
+            namespace=config.namespace,
+            labels=k8s_labels(spec.labels, f"{LABEL_PREFIX}."),
         ),
         spec=k8s.V1PodSpec(
             containers=[container],

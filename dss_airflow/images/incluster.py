@@ -15,12 +15,12 @@ from typing import Any
 
 from dss_airflow.images.envbuild import ENV_PREFIX, ENV_PYTHON, LOCK_IN_IMAGE
 from dss_airflow.images.identity import IMAGE_REPOSITORY
+from dss_airflow.k8s_names import dns_label, label_value
 from dss_airflow.spec import HOST_RUNTIME_DIR, RUNTIME_DIR
 
 #: Pinned, so a rebuild months later uses the same builder.
 BUILDKIT_IMAGE = "moby/buildkit:v0.25.1-rootless"
 BUILDKIT_UID = 1000
-_K8S_NAME = re.compile(r"[^a-z0-9-]+")
 
 
 def env_dockerfile(*, base_image: str, labels: dict[str, str], uid: int = 1000) -> str:
@@ -46,11 +46,6 @@ def env_dockerfile(*, base_image: str, labels: dict[str, str], uid: int = 1000) 
     )
 
 
-def _name(*parts: str) -> str:
-    name = _K8S_NAME.sub("-", "-".join(parts).lower()).strip("-")
-    return name[:63].rstrip("-")
-
-
 def build_job_manifests(
     *,
     env_name: str,
@@ -65,8 +60,11 @@ def build_job_manifests(
     """[ConfigMap, Job] that build and push one code-env image in the cluster."""
     tag = f"{env_name}-{build_hash[:12]}"
     target = f"{registry_url}/{IMAGE_REPOSITORY}:{tag}"
-    name = _name("dss-build", env_name, build_hash[:12])
-    meta_labels = {"app.kubernetes.io/managed-by": "dss-airflow", "dss-airflow/code-env": _name(env_name)}
+    name = dns_label("dss-build", env_name, build_hash[:12])
+    meta_labels = {
+        "app.kubernetes.io/managed-by": "dss-airflow",
+        "dss-airflow/code-env": label_value(env_name),
+    }
     image_labels = {"dss_airflow.code_env": env_name, "dss_airflow.build_hash": build_hash, **(labels or {})}
     files = {
         "Dockerfile": env_dockerfile(base_image=base_image, labels=image_labels),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import subprocess
 import tempfile
 from collections import deque
@@ -31,13 +30,13 @@ from dss_airflow.config.spark import (
     SparkConfig,
 )
 from dss_airflow.errors import ConfigError, ExecutionError
+from dss_airflow.k8s_names import dns_label, label_value
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator, task_labels
 from dss_airflow.spark import (
     SparkJob,
     build_pod_template,
     build_spark_application,
     build_spark_submit_command,
-    dns_name,
     image_reference,
     local_session_settings,
     params_env,
@@ -173,7 +172,7 @@ class DSSSparkOperator(DSSContainerRecipeOperator):
             config.type if isinstance(config, LocalSparkConfig) else f"kubernetes, {config.mode}",
         )
         if isinstance(config, LocalSparkConfig):
-            app_name = dns_name(context["ti"].dag_id, context["ti"].task_id)
+            app_name = dns_label(context["ti"].dag_id, context["ti"].task_id)
             self._spark_settings = local_session_settings(config, app_name=app_name)
             result = super().execute(context)
             return {**result, "spark_config": name}
@@ -215,14 +214,14 @@ class DSSSparkOperator(DSSContainerRecipeOperator):
             _, relative, _ = resolve_recipe_path(resolved.project_root, self.application)
             application = f"local://{PROJECT_DIR}/{relative}"
         labels = {
-            f"dss-airflow/{key.split('.', 1)[1]}": _label_value(value)
+            f"dss-airflow/{key.split('.', 1)[1]}": label_value(value)
             for key, value in task_labels(context).items()
         }
         return SparkJob(
-            name=dns_name(ti.dag_id, ti.task_id, max_length=40),
+            name=dns_label(ti.dag_id, ti.task_id, max_length=40),
             image=image_reference(config, catalog.base_images[config.base_image].image),
             main_application_file=application,
-            labels={**labels, "dss-airflow/project": _label_value(resolved.project_name)},
+            labels={**labels, "dss-airflow/project": label_value(resolved.project_name)},
             env={
                 "DSS_CODE_ENV": resolved.code_env_name,
                 "DSS_PROJECT": resolved.project_name,
@@ -341,12 +340,6 @@ def check_env_has_pyspark(catalog: Catalog, env_name: str) -> None:
         fix=f"add a pyspark line (e.g. 'pyspark==4.0.1') to the packages of code env {env_name!r}, or pass "
         "code_env=... naming an env that has it",
     )
-
-
-def _label_value(value: str) -> str:
-    """Kubernetes label values: at most 63 of [A-Za-z0-9_.-], starting and ending alphanumeric."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", value)[:63]
-    return cleaned.strip("_.-") or "none"
 
 
 def _api_server_of(config: KubernetesSparkConfig) -> str:

@@ -15,7 +15,6 @@ from kubernetes.utils import parse_quantity
 from dss_airflow.backends.kubernetes import (
     MAX_CONTEXT_BYTES,
     KubernetesBackend,
-    label_value,
     make_operator,
     plan_pod_io,
     pod_for_run,
@@ -24,6 +23,7 @@ from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ConfigError, DSSAirflowError, ExecutionError
+from dss_airflow.k8s_names import label_value
 from dss_airflow.spec import RUN_DIR, ImageRef, RecipeRun, build_recipe_spec
 from tests.helpers import fake_context, make_project, write_config
 
