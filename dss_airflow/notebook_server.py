@@ -274,22 +274,9 @@ def _records() -> dict[str, dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ docker
 def _client(config: DockerExecutionConfig) -> docker.APIClient:
     """The docker provider's hook client for the config's daemon (TLS, registry login)."""
-    from airflow.providers.docker.hooks.docker import DockerHook
+    from dss_airflow.hooks.docker import docker_client
 
-    from dss_airflow.backends.docker import tls_paths
-
-    tls = tls_paths(config)
-    return DockerHook(
-        docker_conn_id=config.registry.connection_id if config.registry else None,
-        base_url=config.docker_host,
-        version="auto",
-        tls=DockerHook.construct_tls_config(
-            ca_cert=tls.get("tls_ca_cert"),
-            client_cert=tls.get("tls_client_cert"),
-            client_key=tls.get("tls_client_key"),
-        ),
-        timeout=120,
-    ).api_client
+    return docker_client(config=config)
 
 
 def _remove_stopped(client: docker.APIClient, name: str) -> None:

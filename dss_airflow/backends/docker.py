@@ -13,10 +13,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.errors import ConfigError, ExecutionError
+from dss_airflow.errors import ExecutionError
+from dss_airflow.hooks.docker import tls_paths
 from dss_airflow.spec import LABEL_PREFIX, ContainerSpec
 
 if TYPE_CHECKING:
@@ -65,22 +65,6 @@ def _operator_class() -> type[DockerOperator]:
             return _HostConfigExtras(client, self.host_config_extras) if self.host_config_extras else client
 
     return DSSDockerOperator
-
-
-def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
-    """ca.pem, cert.pem and key.pem of the config's TLS directory (the docker CLI's DOCKER_CERT_PATH)."""
-    if not config.tls_cert_dir:
-        return {}
-    directory = Path(config.tls_cert_dir).expanduser()
-    paths = {"tls_ca_cert": "ca.pem", "tls_client_cert": "cert.pem", "tls_client_key": "key.pem"}
-    missing = [name for name in paths.values() if not (directory / name).is_file()]
-    if missing:
-        raise ConfigError(
-            f"TLS directory {directory} lacks {', '.join(missing)}",
-            field="tls_cert_dir",
-            fix="put ca.pem, cert.pem and key.pem there (as for DOCKER_CERT_PATH), or remove tls_cert_dir",
-        )
-    return {key: str(directory / name) for key, name in paths.items()}
 
 
 def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -> dict[str, Any]:

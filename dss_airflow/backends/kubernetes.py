@@ -10,15 +10,7 @@ The worker cannot see PVCs, so the pod does everything the worker does for docke
 context from ``DSS_CONTEXT_JSON``, stages outputs inside the output folder's PVC and promotes them itself
 after a success; its result reaches us through the operator's XCom file (``/airflow/xcom/return.json``).
 
-Context isolation: the provider's KubernetesHook, given no ``client_configuration``, calls
-``config.load_kube_config(client_configuration=None, context=...)`` which *replaces the kubernetes
-client's process-wide default configuration*; every ApiClient created afterwards copies that default. Two
-tasks on configs with different clusters in one process (e.g. a CeleryExecutor worker with threads, the
-triggerer) could then talk to the wrong cluster. Our operator subclass gives each hook its own fresh
-``kubernetes.client.Configuration`` (the hook passes it to every ``load_*_config`` call and to the
-ApiClient), so nothing global is read or written, except for ``in_cluster`` where the provider's sync hook
-loads the in-cluster config into the global default (identical for every caller in a pod) and we load it
-into our own configuration as well.
+Each operator gets its own kubernetes client configuration (:mod:`dss_airflow.hooks.kubernetes`).
 """
 
 from __future__ import annotations
@@ -26,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
@@ -36,6 +27,7 @@ from kubernetes.client import models as k8s
 
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.errors import ConfigError, ExecutionError
+from dss_airflow.hooks.kubernetes import isolated_hook_class
 from dss_airflow.k8s_names import dns_label, k8s_labels
 from dss_airflow.spec import (
     INPUTS_DIR,
@@ -288,32 +280,6 @@ def operator_kwargs(
 
 
 @functools.cache
-def _hook_class() -> type[Any]:
-    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-    from kubernetes import client, config
-
-    class IsolatedKubernetesHook(KubernetesHook):
-        """A hook that never reads or writes the kubernetes client's process-wide default configuration."""
-
-        def get_conn(self) -> Any:
-            if self.client_configuration is None:
-                self.client_configuration = client.Configuration()
-                in_cluster = self.in_cluster
-                if in_cluster is None:
-                    in_cluster = self._get_field("in_cluster")  # type: ignore[no-untyped-call]
-                if in_cluster:
-                    config.load_incluster_config(client_configuration=self.client_configuration)
-            return super().get_conn()
-
-    return IsolatedKubernetesHook
-
-
-def make_hook(config: KubernetesExecutionConfig) -> Any:
-    """The provider's KubernetesHook for a config's connection and context, with its own client config."""
-    return _hook_class()(conn_id=config.kubernetes_conn_id, cluster_context=config.context)
-
-
-@functools.cache
 def _operator_class() -> type[KubernetesPodOperator]:
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
@@ -324,7 +290,7 @@ def _operator_class() -> type[KubernetesPodOperator]:
 
         @cached_property
         def hook(self) -> Any:  # type: ignore[override]
-            return _hook_class()(
+            return isolated_hook_class()(
                 conn_id=self.kubernetes_conn_id,
                 in_cluster=self.in_cluster,
                 config_file=self.config_file,
@@ -401,76 +367,3 @@ class KubernetesBackend:
         self._killed = True
         if self._operator is not None:
             self._operator.on_kill()
-
-
-# ------------------------------------------------------------------------------------ in-cluster builds
-def run_build_job(
-    config: KubernetesExecutionConfig,
-    manifests: Sequence[dict[str, Any]],
-    *,
-    hook: Any = None,
-    poll_seconds: float = 10.0,
-    timeout_seconds: float = 3600.0,
-    logger: logging.Logger | None = None,
-) -> str:
-    """Create the build's ConfigMap and Job (see :mod:`dss_airflow.images.incluster`), wait for the Job
-    and return its pod's log. Raises ExecutionError (with the log tail) when it fails or times out.
-
-    A Job of the same name is the same build hash: it is followed, not created twice. The ConfigMap is
-    deleted afterwards; the Job removes itself (``ttlSecondsAfterFinished``).
-    """
-    from kubernetes.client.exceptions import ApiException
-
-    hook = hook or make_hook(config)
-    logger = logger or log
-    config_map, job = manifests
-    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
-    core, batch = hook.core_v1_client, hook.batch_v1_client
-    try:
-        for create, body in (
-            (core.create_namespaced_config_map, config_map),
-            (batch.create_namespaced_job, job),
-        ):
-            try:
-                create(namespace=namespace, body=body)
-            except ApiException as exc:
-                if exc.status != 409:
-                    raise ExecutionError(f"cannot create {body['kind']} {namespace}/{name}: {exc}") from exc
-                logger.info("%s %s/%s exists (same build hash): following it", body["kind"], namespace, name)
-        finished = _wait_for_job(hook, name, namespace, poll_seconds, timeout_seconds, logger)
-        logs = _job_logs(core, name, namespace)
-        failed = hook.is_job_failed(finished) if finished is not None else "timed out"
-        if failed:
-            raise ExecutionError(
-                f"in-cluster build job {namespace}/{name} failed ({failed})", logs=logs.splitlines()[-40:]
-            )
-        return logs
-    finally:
-        try:
-            core.delete_namespaced_config_map(name=name, namespace=namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                logger.warning("could not delete ConfigMap %s/%s: %s", namespace, name, exc)
-
-
-def _wait_for_job(
-    hook: Any, name: str, namespace: str, poll_seconds: float, timeout_seconds: float, logger: logging.Logger
-) -> Any:
-    """The finished Job (complete or failed), or None once ``timeout_seconds`` have passed."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        job = hook.get_job_status(job_name=name, namespace=namespace)
-        if hook.is_job_complete(job=job):
-            return job
-        if time.monotonic() >= deadline:
-            return None
-        logger.info("build job %s/%s still running", namespace, name)
-        time.sleep(poll_seconds)
-
-
-def _job_logs(core: Any, name: str, namespace: str) -> str:
-    pods = core.list_namespaced_pod(namespace=namespace, label_selector=f"job-name={name}").items
-    return "".join(
-        str(core.read_namespaced_pod_log(name=pod.metadata.name, namespace=namespace, container="buildkit"))
-        for pod in pods
-    )

@@ -129,12 +129,6 @@ class BuildReport:
         return not self.failed
 
 
-def _docker_api(docker_host: str) -> docker.APIClient:
-    from airflow.providers.docker.hooks.docker import DockerHook
-
-    return DockerHook(docker_conn_id=None, base_url=docker_host, version="auto", timeout=600).api_client
-
-
 class ImageService:
     """Code-env images of one catalog, with its ledger; cheap to create (Docker clients are lazy)."""
 
@@ -161,9 +155,11 @@ class ImageService:
 
     # ----------------------------------------------------------------------------------- helpers
     def client(self, docker_host: str) -> docker.APIClient:
+        from dss_airflow.hooks.docker import docker_client
+
         with self._lock:
             if docker_host not in self._clients:
-                self._clients[docker_host] = _docker_api(docker_host)
+                self._clients[docker_host] = docker_client(docker_host, timeout=600)
             return self._clients[docker_host]
 
     def _config(self, name: str) -> ContainerConfig:
@@ -655,13 +651,13 @@ class ImageService:
 
         A failure (Job failed or timed out, no digest in its log) is recorded with its log and the previous
         image stays current, as with local builds. ``run_job`` defaults to the kubernetes backend's
-        :func:`~dss_airflow.backends.kubernetes.run_build_job` (tests pass their own).
+        :func:`~dss_airflow.images.incluster.run_build_job` (tests pass their own).
         """
         from dss_airflow.images.incluster import pushed_digest
 
         manifests, inputs, lock, config = self._incluster_plan(target, push_secret)
         if run_job is None:
-            from dss_airflow.backends.kubernetes import run_build_job
+            from dss_airflow.images.incluster import run_build_job
 
             run_job = run_build_job
         assert config.registry is not None  # checked by the plan

@@ -9,14 +9,24 @@ privileged container (only unconfined seccomp/AppArmor, as its documentation say
 
 from __future__ import annotations
 
+import logging
 import re
 import shlex
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
+from dss_airflow.errors import ExecutionError
 from dss_airflow.images.envbuild import ENV_PREFIX, ENV_PYTHON, LOCK_IN_IMAGE
 from dss_airflow.images.identity import IMAGE_REPOSITORY
 from dss_airflow.k8s_names import dns_label, label_value
 from dss_airflow.spec import HOST_RUNTIME_DIR, RUNTIME_DIR
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dss_airflow.config.models import KubernetesExecutionConfig
+
+log = logging.getLogger(__name__)
 
 #: Pinned, so a rebuild months later uses the same builder.
 BUILDKIT_IMAGE = "moby/buildkit:v0.25.1-rootless"
@@ -155,3 +165,79 @@ def pushed_digest(log_text: str, reference: str) -> str | None:
     so pods run the image by digest, as after a local build and push."""
     found = re.findall(re.escape(reference) + r"@(sha256:[0-9a-f]{64})", log_text)
     return found[-1] if found else None
+
+
+# ------------------------------------------------------------------------------------ running the Job
+def run_build_job(
+    config: KubernetesExecutionConfig,
+    manifests: Sequence[dict[str, Any]],
+    *,
+    hook: Any = None,
+    poll_seconds: float = 10.0,
+    timeout_seconds: float = 3600.0,
+    logger: logging.Logger | None = None,
+) -> str:
+    """Create the build's ConfigMap and Job (see :mod:`dss_airflow.images.incluster`), wait for the Job
+    and return its pod's log. Raises ExecutionError (with the log tail) when it fails or times out.
+
+    A Job of the same name is the same build hash: it is followed, not created twice. The ConfigMap is
+    deleted afterwards; the Job removes itself (``ttlSecondsAfterFinished``).
+    """
+    from kubernetes.client.exceptions import ApiException
+
+    if hook is None:
+        from dss_airflow.hooks.kubernetes import make_hook
+
+        hook = make_hook(config.kubernetes_conn_id, config.context)
+    logger = logger or log
+    config_map, job = manifests
+    namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+    core, batch = hook.core_v1_client, hook.batch_v1_client
+    try:
+        for create, body in (
+            (core.create_namespaced_config_map, config_map),
+            (batch.create_namespaced_job, job),
+        ):
+            try:
+                create(namespace=namespace, body=body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise ExecutionError(f"cannot create {body['kind']} {namespace}/{name}: {exc}") from exc
+                logger.info("%s %s/%s exists (same build hash): following it", body["kind"], namespace, name)
+        finished = _wait_for_job(hook, name, namespace, poll_seconds, timeout_seconds, logger)
+        logs = _job_logs(core, name, namespace)
+        failed = hook.is_job_failed(finished) if finished is not None else "timed out"
+        if failed:
+            raise ExecutionError(
+                f"in-cluster build job {namespace}/{name} failed ({failed})", logs=logs.splitlines()[-40:]
+            )
+        return logs
+    finally:
+        try:
+            core.delete_namespaced_config_map(name=name, namespace=namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                logger.warning("could not delete ConfigMap %s/%s: %s", namespace, name, exc)
+
+
+def _wait_for_job(
+    hook: Any, name: str, namespace: str, poll_seconds: float, timeout_seconds: float, logger: logging.Logger
+) -> Any:
+    """The finished Job (complete or failed), or None once ``timeout_seconds`` have passed."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        job = hook.get_job_status(job_name=name, namespace=namespace)
+        if hook.is_job_complete(job=job):
+            return job
+        if time.monotonic() >= deadline:
+            return None
+        logger.info("build job %s/%s still running", namespace, name)
+        time.sleep(poll_seconds)
+
+
+def _job_logs(core: Any, name: str, namespace: str) -> str:
+    pods = core.list_namespaced_pod(namespace=namespace, label_selector=f"job-name={name}").items
+    return "".join(
+        str(core.read_namespaced_pod_log(name=pod.metadata.name, namespace=namespace, container="buildkit"))
+        for pod in pods
+    )

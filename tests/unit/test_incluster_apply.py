@@ -12,11 +12,10 @@ import pytest
 from kubernetes.client import V1Job, V1JobCondition, V1JobStatus, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
-from dss_airflow.backends.kubernetes import run_build_job
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import ExecutionError, ImageBuildError
 from dss_airflow.images.builder import ImageService, Target
-from dss_airflow.images.incluster import pushed_digest
+from dss_airflow.images.incluster import pushed_digest, run_build_job
 from tests.helpers import EXAMPLE_CONFIG
 
 DIGEST = "sha256:" + "d" * 64

@@ -7,11 +7,12 @@ from pathlib import Path, PurePosixPath
 import pytest
 from docker.types import DeviceRequest
 
-from dss_airflow.backends.docker import docker_operator_kwargs, tls_paths
+from dss_airflow.backends.docker import docker_operator_kwargs
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ConfigError, ImageNotBuiltError
+from dss_airflow.hooks.docker import tls_paths
 from dss_airflow.images.lookup import image_for
 from dss_airflow.spec import HOST_RUNTIME_DIR, ImageRef, RecipeRun, build_recipe_context, build_recipe_spec
 from dss_airflow.staging import plan_inputs, plan_outputs
