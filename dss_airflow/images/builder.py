@@ -150,7 +150,7 @@ class ImageService:
         self.uv_cache = uv_cache or cache_dir() / "uv"
         self._clients: dict[str, docker.APIClient] = {}
         self._digests: dict[tuple[str, str], str | None] = {}
-        self.runtime_digest = runtime_digest(HOST_RUNTIME_DIR)
+        self.runtime_digest = runtime_digest()
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------------------------- helpers

@@ -65,7 +65,8 @@ def install_script(
         f"{UV_IN_BUILDER} venv --seed --python {shlex.quote(base_python)} {ENV_PREFIX}{index}",
         *_install_lock(index),
         # Baked for pods, which cannot mount the worker's copy (Docker and local runs mount it over this).
-        f"mkdir -p {RUNTIME_DIR} && cp {RUNTIME_IN_BUILDER}/*.py {RUNTIME_DIR}/",
+        f"mkdir -p {RUNTIME_DIR} && tar -C {RUNTIME_IN_BUILDER} --exclude=__pycache__ -cf - ."
+        f" | tar -C {RUNTIME_DIR} -xf -",
         f"chmod -R a+rX {RUNTIME_DIR}",
     ]
     if r_packages:

@@ -57,11 +57,13 @@ def tree_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def runtime_digest(runtime_dir: Path) -> str:
-    """The in-container runtime (runner, recipe API, smoke test) baked into images: its sources only."""
+def runtime_digest() -> str:
+    """The in-container runtime (runner, recipe API, model engine, ...) baked into images: its sources."""
+    from dss_airflow.runtime import runtime_files
+
     digest = hashlib.sha256()
-    for file in sorted(runtime_dir.glob("*.py")):
-        digest.update(file.name.encode() + b"\0" + hashlib.sha256(file.read_bytes()).digest())
+    for relative, path in runtime_files().items():
+        digest.update(relative.encode() + b"\0" + hashlib.sha256(Path(path).read_bytes()).digest())
     return digest.hexdigest()
 
 

@@ -13,13 +13,15 @@ import logging
 import re
 import shlex
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ExecutionError
 from dss_airflow.images.envbuild import ENV_PREFIX, ENV_PYTHON, LOCK_IN_IMAGE
 from dss_airflow.images.identity import IMAGE_REPOSITORY
 from dss_airflow.k8s_names import dns_label, label_value
-from dss_airflow.spec import HOST_RUNTIME_DIR, RUNTIME_DIR
+from dss_airflow.runtime import runtime_files
+from dss_airflow.spec import RUNTIME_DIR
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -79,12 +81,12 @@ def build_job_manifests(
     files = {
         "Dockerfile": env_dockerfile(base_image=base_image, labels=image_labels),
         "requirements.lock": lock_text,
-        **{
-            f"runtime__{p.name}": p.read_text(encoding="utf-8") for p in sorted(HOST_RUNTIME_DIR.glob("*.py"))
-        },
     }
-    # ConfigMap keys cannot hold "/": runtime files are flattened, and the volume items restore the tree.
-    items = [{"key": key, "path": key.replace("runtime__", "runtime/")} for key in files]
+    # ConfigMap keys cannot hold "/": runtime files get numbered keys, and the volume items restore the tree.
+    items = [{"key": key, "path": key} for key in files]
+    for number, (relative, path) in enumerate(runtime_files().items()):
+        files[f"runtime-{number}"] = Path(path).read_text(encoding="utf-8")
+        items.append({"key": f"runtime-{number}", "path": f"runtime/{relative}"})
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

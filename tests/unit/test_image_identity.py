@@ -62,8 +62,8 @@ def test_install_script_quotes_and_orders_steps():
     assert "--index-url 'https://pypi.internal/simple x'" in script, "values are shell-quoted"
     assert "resources" not in script
     assert (
-        "mkdir -p /opt/dss-airflow/runtime && cp /opt/dss-build/runtime/*.py /opt/dss-airflow/runtime/"
-        in script
+        "mkdir -p /opt/dss-airflow/runtime && tar -C /opt/dss-build/runtime --exclude=__pycache__ -cf - ."
+        " | tar -C /opt/dss-airflow/runtime -xf -" in script
     )
     copy = install_script(base_python="/usr/bin/python3", resources_mode="copy")
     assert "cp -a /opt/dss-build/ctx/resources /opt/dss/resources" in copy
