@@ -1,4 +1,4 @@
-"""Render the pod a DSSContainerRecipeOperator task would submit, as YAML, without a cluster.
+"""Render the pod a dss_airflow task (recipe, model, notebook) would submit, as YAML, without a cluster.
 
 ``dss-airflow k8s render DAG TASK [--config CFG]`` prints it for review or ``kubectl apply --dry-run=server``.
 The manifest is the provider's own (``KubernetesPodOperator.build_pod_request_obj(dry_run=True)``: our
@@ -8,11 +8,14 @@ labels, the pod name suffix and the staging directory name differ from a real ru
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.errors import ConfigError, DSSAirflowError
+from dss_airflow.tasks.flow import task_labels
 
 RENDER_RUN_ID = "render"
 
@@ -49,17 +52,52 @@ def render_task(
 ) -> str:
     """The YAML of the pod ``dag_id.task_id`` would run (``execution_config`` overrides the task's)."""
     import yaml
-    from airflow.dag_processing.dagbag import DagBag
     from kubernetes.client import ApiClient
 
-    from dss_airflow.backends.kubernetes import make_operator, pod_for_run
+    from dss_airflow.backends.base import RunOptions
+    from dss_airflow.backends.kubernetes import KubernetesBackend, make_operator
     from dss_airflow.config.loader import get_catalog
-    from dss_airflow.config.models import KubernetesExecutionConfig
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
     from dss_airflow.images.lookup import image_for
-    from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-    from dss_airflow.spec import LABEL_PREFIX, ImageRef, build_recipe_spec
+    from dss_airflow.operators.base import DSSTaskOperator
+    from dss_airflow.spec import ImageRef
+    from dss_airflow.tasks.flow import RunKey, prepare_run
+
+    task, params = _dag_task(dag_id, task_id, dags_folder)
+    if not isinstance(task, DSSTaskOperator):
+        raise DSSAirflowError(f"task {dag_id}.{task_id} is a {type(task).__name__}, not a dss_airflow task")
+    header = _render_fields(task, params, execution_config)
+    catalog = get_catalog(task.config_dir)
+    kind = task.task()
+    resolved = kind.resolve(catalog)
+    config = resolved.execution_config
+    if resolved.spark_config is not None or not isinstance(config, KubernetesExecutionConfig):
+        where = resolved.spark_config_name or resolved.execution_config_name
+        raise DSSAirflowError(
+            f"task {dag_id}.{task_id} runs on {where!r} ({config.type}), not on a kubernetes execution "
+            "config; pass one explicitly to render its pod"
+        )
+    ti = SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RENDER_RUN_ID, map_index=-1, try_number=1)
+    try:
+        image = image_for(catalog, resolved)
+    except ImageNotBuiltError as exc:  # still worth reviewing: say so, with a placeholder image
+        registry = config.registry.url + "/" if config.registry else ""
+        image = ImageRef(f"{registry}dss-code-envs:{resolved.code_env_name}-NOT-BUILT", ENV_PYTHON)
+        header += f"# {exc}\n"
+    options = RunOptions(pinned_image=image)
+    key = RunKey(f"{task_id}-render", "render", task_labels(ti))
+    prepared = prepare_run(kind, catalog, ti, logging.getLogger(__name__), options, key)
+    assert isinstance(prepared.backend, KubernetesBackend)
+    pod = prepared.backend.pod(prepared.spec)
+    submitted = make_operator(task_id, pod, config).build_pod_request_obj(dry_run=True)
+    manifest = ApiClient().sanitize_for_serialization(submitted)
+    return header + str(yaml.safe_dump(manifest, sort_keys=False))
+
+
+def _dag_task(dag_id: str, task_id: str, dags_folder: Path | None) -> tuple[Any, dict[str, Any]]:
+    """The task of a DAG in the dags folder, and the defaults of the DAG's params."""
+    from airflow.dag_processing.dagbag import DagBag
 
     if dags_folder is None:
         from airflow.configuration import conf
@@ -74,12 +112,13 @@ def render_task(
         )
     if task_id not in dag.task_dict:
         raise DSSAirflowError(f"DAG {dag_id!r} has no task {task_id!r}")
-    task = dag.task_dict[task_id]
-    if not isinstance(task, DSSContainerRecipeOperator):
-        raise DSSAirflowError(f"task {dag_id}.{task_id} is a {type(task).__name__}, not a recipe task")
-    params = dict(dag.params.dump()) if dag.params else {}
+    return dag.task_dict[task_id], dict(dag.params.dump()) if dag.params else {}
+
+
+def _render_fields(task: Any, params: dict[str, Any], execution_config: str | None) -> str:
+    """Render Jinja onto the (throwaway) task as Airflow does before execute; returns header comments."""
     header = ""
-    for name in task.template_fields:  # render onto the (throwaway) task, as Airflow does before execute
+    for name in task.template_fields:
         value = getattr(task, name)
         if isinstance(value, str) and "xcom_pull" in value:  # an upstream task's value: not known here
             header += (
@@ -89,35 +128,4 @@ def render_task(
         setattr(task, name, _render_value(value, params, name))
     if execution_config:
         task.execution_config = execution_config
-    catalog = get_catalog(task.config_dir)
-    resolved = task._resolution(catalog)
-    config = resolved.execution_config
-    if not isinstance(config, KubernetesExecutionConfig):
-        raise DSSAirflowError(
-            f"task {dag_id}.{task_id} runs on {resolved.execution_config_name!r} ({config.type}), not on a "
-            "kubernetes execution config; pass one explicitly to render its pod"
-        )
-    task._prepare_run(
-        catalog, resolved, SimpleNamespace(dag_id=dag_id, task_id=task_id, run_id=RENDER_RUN_ID)
-    )
-    labels = {"dag_id": dag_id, "task_id": task_id, "run_id": RENDER_RUN_ID, "try_number": "1"}
-    labels["map_index"] = "-1"
-    run = task.plan_pod_run(
-        catalog,
-        resolved,
-        task._entrypoint(resolved),
-        f"{task_id}-render",
-        {f"{LABEL_PREFIX}.{k}": v for k, v in labels.items()},
-    )
-    try:
-        image = image_for(catalog, resolved)
-    except ImageNotBuiltError as exc:  # still worth reviewing: say so, with a placeholder image
-        registry = config.registry.url + "/" if config.registry else ""
-        image = ImageRef(f"{registry}dss-code-envs:{resolved.code_env_name}-NOT-BUILT", ENV_PYTHON)
-        header += f"# {exc}\n"
-    spec = build_recipe_spec(run, layout="pod", image=image, unique="render")
-    pod = pod_for_run(catalog, run, spec)
-    operator = make_operator(task_id, pod, config)
-    submitted = operator.build_pod_request_obj(dry_run=True)
-    manifest = ApiClient().sanitize_for_serialization(submitted)
-    return header + str(yaml.safe_dump(manifest, sort_keys=False))
+    return header

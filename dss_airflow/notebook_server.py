@@ -12,9 +12,9 @@ read-only, and read by Jupyter through ``JUPYTER_TOKEN_FILE``: it is in no comma
 environment or label (``docker inspect``, the daemon's debug log), and Jupyter shows a token it did not
 generate as ``token=...`` in its own log. Only the URL printed once to the user's terminal carries it.
 
-The container spec is built by a pure function (unit-tested) into the same :class:`ContainerSpec` tasks
-use, mapped onto Docker arguments by the docker backend's own mapping, and run through the docker
-provider's hook client.
+The container spec is built by the same pure builder as task runs (:func:`~dss_airflow.spec.code_env_spec`:
+the config's env, limits, non-root user, labels, the runtime mounted), mapped onto Docker arguments by the
+docker backend's own mapping, and run through the docker provider's hook client.
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.resolve import require_notebook_support, resolve_execution
 from dss_airflow.errors import ConfigError, ExecutionError, UnknownNameError
 from dss_airflow.spec import (
-    HOST_RUNTIME_DIR,
     LABEL_PREFIX,
     PROJECT_DIR,
     RUNTIME_DIR,
     ContainerSpec,
     ImageRef,
     MountSpec,
-    resources_of,
-    user_of,
+    code_env_spec,
 )
 
 if TYPE_CHECKING:
@@ -147,52 +145,36 @@ def plan_server(
     """Pure: the server's container (no token in it: Jupyter reads the mounted token file)."""
     config = docker_config_of(resolved)
     name = server_name(resolved.project_name, resolved.code_env_name)
-    labels = {
-        SERVER_LABEL: name,
-        PORT_LABEL: str(port),
-        f"{LABEL_PREFIX}.project": resolved.project_name,
-        f"{LABEL_PREFIX}.code_env": resolved.code_env_name,
-        f"{LABEL_PREFIX}.execution_config": resolved.execution_config_name,
-    }
     env = {
-        **config.env,
-        "HOME": "/tmp",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": f"{RUNTIME_DIR}:{PROJECT_DIR}/lib",
         "JUPYTER_TOKEN_FILE": f"{SERVER_DIR}/token",
         "DSS_CONTEXT": f"{SERVER_DIR}/context.json",
-        "DSS_EXECUTION_CONFIG": resolved.execution_config_name,
-        "DSS_CODE_ENV": resolved.code_env_name,
-        "DSS_PROJECT": resolved.project_name,
-        "DSS_CONTAINER_EXEC": "1",
-        "DSS_IMAGE": image.image,
     }
-    mounts = [
-        MountSpec(str(HOST_RUNTIME_DIR), RUNTIME_DIR),
+    mounts = (
         MountSpec(str(state_dir), SERVER_DIR),
         MountSpec(str(resolved.project_root), PROJECT_DIR, read_only=False),
         *(
             MountSpec(str(path), f"{FOLDERS_DIR}/{folder}", read_only=False)
             for folder, path in folders.items()
         ),
-    ]
+    )
     command = (
         image.python, "-m", "jupyterlab",
         "--ip=0.0.0.0", f"--port={CONTAINER_PORT}", "--no-browser",
         f"--ServerApp.root_dir={JUPYTER_ROOT}",
     )  # fmt: skip
-    spec = ContainerSpec(
+    spec = code_env_spec(
+        resolved,
+        image,
         name=name,
-        image=image.image,
         command=command,
+        mounts=mounts,
+        labels={SERVER_LABEL: name, PORT_LABEL: str(port)},
         env=env,
         workdir=PROJECT_DIR,
-        user=user_of(config, worker_uid, worker_gid),
-        mounts=tuple(mounts),
-        resources=resources_of(config),
-        labels=labels,
         host_result_file=state_dir / "result.json",  # a server writes no result; the field is unused
+        worker_uid=worker_uid,
+        worker_gid=worker_gid,
     )
     return NotebookServer(spec, resolved.execution_config_name, config, port, state_dir)
 

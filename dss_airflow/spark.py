@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from dss_airflow.config.spark import KubernetesSparkConfig, LocalSparkConfig, SparkDriver
+    from dss_airflow.spec import MountSpec
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
 #: Local-mode defaults: no UI port to collide with other tasks, and no dependency on the host name.
@@ -40,7 +41,8 @@ _JVM_UNITS = (("t", 2**40), ("g", 2**30), ("m", 2**20), ("k", 2**10))
 
 @dataclass(frozen=True)
 class SparkJob:
-    """What to run on a cluster: a name (DNS label), the image, the application and its arguments."""
+    """What to run on a cluster: a name (DNS label), the image, the application and its arguments, and
+    what the driver and executors mount (PVC directories: ``MountSpec`` with a claim)."""
 
     name: str
     image: str
@@ -48,6 +50,14 @@ class SparkJob:
     arguments: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    #: PVC directories mounted in the driver and every executor (project, input and output folders).
+    mounts: tuple[MountSpec, ...] = ()
+    #: emptyDir volumes of the driver only: {volume name: mount path} (its run directory, the XCom file).
+    driver_scratch: Mapping[str, str] = field(default_factory=dict)
+    #: Extra driver containers (the provider's XCom sidecar), as Kubernetes JSON.
+    driver_sidecars: tuple[Mapping[str, Any], ...] = ()
+    #: The Python that runs the application and its workers (the code env's), when not the image's.
+    python: str | None = None
 
 
 def spark_memory(quantity: str) -> str:
@@ -79,13 +89,6 @@ def local_session_settings(config: LocalSparkConfig, *, app_name: str) -> dict[s
 
 
 # ------------------------------------------------------------------------------------------ shared
-def image_reference(config: KubernetesSparkConfig, base_image: str) -> str:
-    """The base image, pulled from the config's registry when one is set."""
-    if config.registry is None:
-        return base_image
-    return f"{config.registry.url.rstrip('/')}/{base_image}"
-
-
 def _tolerations(config: KubernetesSparkConfig) -> list[dict[str, Any]]:
     return [t.model_dump(by_alias=True, exclude_none=True) for t in config.tolerations]
 
@@ -114,7 +117,39 @@ def _component(config: KubernetesSparkConfig, resources: SparkDriver, job: Spark
         component["serviceAccount"] = config.service_account
     if job.env:
         component["env"] = _env_list(job.env)
+    if job.mounts:
+        component["volumeMounts"] = [_volume_mount(index, mount) for index, mount in enumerate(job.mounts)]
     return component
+
+
+def _volume_name(index: int) -> str:
+    return f"dss-{index}"
+
+
+def _volume_mount(index: int, mount: MountSpec) -> dict[str, Any]:
+    volume_mount: dict[str, Any] = {"name": _volume_name(index), "mountPath": mount.target}
+    if mount.source:
+        volume_mount["subPath"] = mount.source
+    volume_mount["readOnly"] = mount.read_only
+    return volume_mount
+
+
+def _volumes(job: SparkJob) -> list[dict[str, Any]]:
+    """One volume per mount (Spark's own conf names a volume per mount), then the driver's emptyDirs."""
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": _volume_name(index),
+            "persistentVolumeClaim": {"claimName": mount.claim, "readOnly": mount.read_only},
+        }
+        for index, mount in enumerate(job.mounts)
+    ]
+    return volumes + [{"name": name, "emptyDir": {}} for name in job.driver_scratch]
+
+
+def _python_conf(job: SparkJob) -> dict[str, str]:
+    if job.python is None:
+        return {}
+    return {"spark.pyspark.python": job.python, "spark.pyspark.driver.python": job.python}
 
 
 def build_spark_application(config: KubernetesSparkConfig, job: SparkJob) -> dict[str, Any]:
@@ -128,7 +163,7 @@ def build_spark_application(config: KubernetesSparkConfig, job: SparkJob) -> dic
         "mainApplicationFile": job.main_application_file,
         "arguments": list(job.arguments),
         "sparkVersion": config.spark_version,
-        "sparkConf": dict(config.conf),
+        "sparkConf": {**config.conf, **_python_conf(job)},
         "restartPolicy": {"type": "Never"},
         "driver": _component(config, config.driver, job),
         "executor": {
@@ -136,6 +171,14 @@ def build_spark_application(config: KubernetesSparkConfig, job: SparkJob) -> dic
             "instances": config.executor.instances,
         },
     }
+    driver = spec["driver"]
+    if job.driver_scratch:
+        scratch = [{"name": name, "mountPath": path} for name, path in job.driver_scratch.items()]
+        driver["volumeMounts"] = [*driver.get("volumeMounts", []), *scratch]
+    if job.driver_sidecars:
+        driver["sidecars"] = [dict(sidecar) for sidecar in job.driver_sidecars]
+    if job.mounts or job.driver_scratch:
+        spec["volumes"] = _volumes(job)
     if config.image_pull_secrets:
         spec["imagePullSecrets"] = list(config.image_pull_secrets)
     return {
@@ -179,6 +222,22 @@ def spark_submit_conf(config: KubernetesSparkConfig, job: SparkJob) -> dict[str,
     for key, value in job.env.items():
         conf[f"spark.kubernetes.driverEnv.{key}"] = value
         conf[f"spark.executorEnv.{key}"] = value
+    return {**conf, **_python_conf(job), **_volume_conf(job)}
+
+
+def _volume_conf(job: SparkJob) -> dict[str, str]:
+    """The job's PVC mounts (driver and executors) and driver emptyDirs as spark-submit properties."""
+    conf: dict[str, str] = {}
+    for role in ("driver", "executor"):
+        for index, mount in enumerate(job.mounts):
+            prefix = f"spark.kubernetes.{role}.volumes.persistentVolumeClaim.{_volume_name(index)}"
+            conf[f"{prefix}.options.claimName"] = str(mount.claim)
+            conf[f"{prefix}.mount.path"] = mount.target
+            if mount.source:
+                conf[f"{prefix}.mount.subPath"] = mount.source
+            conf[f"{prefix}.mount.readOnly"] = str(mount.read_only).lower()
+    for name, path in job.driver_scratch.items():
+        conf[f"spark.kubernetes.driver.volumes.emptyDir.{name}.mount.path"] = path
     return conf
 
 
@@ -196,9 +255,12 @@ def build_spark_submit_command(
     api_server: str,
     spark_submit: str = "spark-submit",
     pod_template_file: str | None = None,
+    driver_pod_name: str | None = None,
 ) -> list[str]:
     """``spark-submit --master k8s://<api server> --deploy-mode cluster --conf k=v ... app args``."""
     conf = spark_submit_conf(config, job)
+    if driver_pod_name is not None:
+        conf["spark.kubernetes.driver.pod.name"] = driver_pod_name
     if pod_template_file is not None:
         conf["spark.kubernetes.driver.podTemplateFile"] = pod_template_file
         conf["spark.kubernetes.executor.podTemplateFile"] = pod_template_file

@@ -1,12 +1,13 @@
-"""The backend-neutral container spec, and the pure function that builds one for a recipe.
+"""The backend-neutral container spec, and the pure builder that makes one from a planned task run.
 
 Every task kind becomes "a command in a code env's image, with folders mounted and a JSON result"; the
-backends (local venv, Docker, Kubernetes) only translate a :class:`ContainerSpec`. Nothing here touches the
-filesystem, Docker or Kubernetes, so it is unit-tested as plain data.
+backends (local venv, Docker, Kubernetes pod, Spark on Kubernetes) only translate a :class:`ContainerSpec`.
+Nothing here touches the filesystem, Docker or Kubernetes, so it is unit-tested as plain data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -46,11 +47,13 @@ Layout = Literal["container", "host", "pod"]
 
 @dataclass(frozen=True)
 class MountSpec:
-    """A host directory made visible to the task at ``target``."""
+    """A directory made visible to the task at ``target``: a host directory, or (``claim`` set) a
+    directory ``source`` of a Kubernetes PersistentVolumeClaim ("" for its root)."""
 
     source: str
     target: str
     read_only: bool = True
+    claim: str | None = None
 
 
 @dataclass(frozen=True)
@@ -67,23 +70,6 @@ class ResourceSpec:
 
 
 @dataclass(frozen=True)
-class ContainerSpec:
-    """One task as a process: image (None for the local backend), command, env, mounts, user, limits."""
-
-    name: str
-    image: str | None
-    command: tuple[str, ...]
-    env: Mapping[str, str]
-    workdir: str
-    user: str | None
-    mounts: tuple[MountSpec, ...]
-    resources: ResourceSpec
-    labels: Mapping[str, str]
-    #: Where the JSON result appears on the worker once the task has run.
-    host_result_file: Path
-
-
-@dataclass(frozen=True)
 class ImageRef:
     """The image a code env runs in, and the Python interpreter inside it."""
 
@@ -93,7 +79,7 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class InputRef:
-    """``folder`` or ``folder/sub/path`` as written by the DAG author, resolved on the worker."""
+    """``folder`` or ``folder/sub/path`` as written by the DAG author, with the folder as the task sees it."""
 
     name: str
     folder: str
@@ -112,24 +98,55 @@ class OutputRef:
     host_destination: Path
 
 
-#: What a task runs: (path, language, builtin) -- a project file, or a runtime module when builtin.
-Entrypoint = tuple[PurePosixPath, str, bool]
+@dataclass(frozen=True)
+class Entrypoint:
+    """What a task runs: a file of the project, or (``builtin``) a module of the runtime."""
+
+    path: PurePosixPath
+    language: str = "python"
+    builtin: bool = False
+    #: Spark on Kubernetes only: an application the cluster reads (``s3a://...``), run as is.
+    uri: str | None = None
 
 
 @dataclass(frozen=True)
-class RecipeRun:
-    """Everything the worker decided about one recipe run (host side)."""
+class TaskRun:
+    """One planned run of a task: what it runs, with which folders (paths as the task will see them)."""
 
     resolved: ResolvedExecution
-    recipe: PurePosixPath
-    language: str
+    entrypoint: Entrypoint
     inputs: tuple[InputRef, ...]
     outputs: tuple[OutputRef, ...]
     params: Mapping[str, Any]
     run_dir: Path
     task_labels: Mapping[str, str]
-    #: True when ``recipe`` names a module of the runtime (model tasks), not a file of the project.
-    builtin: bool = False
+    #: Extra environment of the task kind (e.g. the Spark settings ``dss_recipe.spark()`` reads).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Makes this try's container, pod and staging names unique (a resumed run keeps its own).
+    unique: str = "0"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """One task as a process: image (None for the local backend), command, env, mounts, user, limits, and
+    what the runner needs: its context, the outputs it stages, where its JSON result appears."""
+
+    name: str
+    image: str | None
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: str
+    user: str | None
+    mounts: tuple[MountSpec, ...]
+    resources: ResourceSpec
+    labels: Mapping[str, str]
+    #: Where the JSON result appears on the worker once the task has run (in the pod, for pods).
+    host_result_file: Path
+    #: The runner's context (paths as the task sees them); the worker writes it, pods get it in their env.
+    context: Mapping[str, Any] = field(default_factory=dict)
+    #: The run's private directory on the worker (None in a pod: an emptyDir there).
+    run_dir: Path | None = None
+    outputs: tuple[OutputRef, ...] = ()
 
 
 def container_name(labels: Mapping[str, str], unique: str) -> str:
@@ -168,8 +185,63 @@ def user_of(config: ExecutionConfig, worker_uid: int, worker_gid: int) -> str | 
     return None
 
 
-def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
-    """The JSON the runner reads: paths as the recipe will see them."""
+def code_env_spec(
+    resolved: ResolvedExecution,
+    image: ImageRef,
+    *,
+    name: str,
+    command: tuple[str, ...],
+    mounts: tuple[MountSpec, ...],
+    labels: Mapping[str, str],
+    env: Mapping[str, str],
+    workdir: str,
+    host_result_file: Path,
+    worker_uid: int = 1000,
+    worker_gid: int = 1000,
+) -> ContainerSpec:
+    """Pure: a process in the code env's image on the resolved config, with what every such process gets
+    (the config's env, our identification variables and labels, its limits, a non-root user, the
+    runtime mounted read-only). Task runs and notebook servers are both built through here."""
+    config = resolved.execution_config
+    return ContainerSpec(
+        name=name,
+        image=image.image,
+        command=command,
+        env={**_base_env(resolved), **_container_env(image), **env},
+        workdir=workdir,
+        user=user_of(config, worker_uid, worker_gid),
+        mounts=(MountSpec(str(HOST_RUNTIME_DIR), RUNTIME_DIR), *mounts),
+        resources=resources_of(config),
+        labels={**_base_labels(resolved), **labels},
+        host_result_file=host_result_file,
+    )
+
+
+def _base_env(resolved: ResolvedExecution) -> dict[str, str]:
+    return {
+        **resolved.execution_config.env,
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "DSS_EXECUTION_CONFIG": resolved.execution_config_name,
+        "DSS_CODE_ENV": resolved.code_env_name,
+        "DSS_PROJECT": resolved.project_name,
+    }
+
+
+def _container_env(image: ImageRef) -> dict[str, str]:
+    return {"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1", "DSS_IMAGE": image.image}
+
+
+def _base_labels(resolved: ResolvedExecution) -> dict[str, str]:
+    return {
+        f"{LABEL_PREFIX}.execution_config": resolved.execution_config_name,
+        f"{LABEL_PREFIX}.code_env": resolved.code_env_name,
+        f"{LABEL_PREFIX}.project": resolved.project_name,
+    }
+
+
+def build_context(run: TaskRun, layout: Layout) -> dict[str, Any]:
+    """The JSON the runner reads: paths as the task will see them."""
     in_container = layout == "container"
     on_host = layout == "host"
     project = PurePosixPath(run.resolved.project_root) if on_host else PurePosixPath(PROJECT_DIR)
@@ -188,10 +260,11 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
         )
         for ref in run.outputs
     }
+    entry = run.entrypoint
     context: dict[str, Any] = {
-        "recipe": str((runtime if run.builtin else project) / run.recipe),
-        "recipe_name": str(run.recipe),
-        "language": run.language,
+        "recipe": entry.uri or str((runtime if entry.builtin else project) / entry.path),
+        "recipe_name": entry.uri or str(entry.path),
+        "language": entry.language,
         "inputs": inputs,
         "outputs": outputs,
         "params": dict(run.params),
@@ -205,82 +278,76 @@ def build_recipe_context(run: RecipeRun, layout: Layout) -> dict[str, Any]:
     return context
 
 
-def build_recipe_spec(
-    run: RecipeRun,
+def build_spec(
+    run: TaskRun,
     *,
     layout: Layout,
     image: ImageRef | None,
     local_python: str | None = None,
     worker_uid: int = 1000,
     worker_gid: int = 1000,
-    unique: str = "0",
 ) -> ContainerSpec:
-    """Pure: a recipe run → the spec a backend executes. ``layout`` says which paths the task sees."""
+    """Pure: a planned run → the spec a backend executes. ``layout`` says which paths the task sees."""
     resolved = run.resolved
-    config = resolved.execution_config
-    labels = {
-        **run.task_labels,
-        f"{LABEL_PREFIX}.execution_config": resolved.execution_config_name,
-        f"{LABEL_PREFIX}.code_env": resolved.code_env_name,
-        f"{LABEL_PREFIX}.project": resolved.project_name,
-    }
-    env = {
-        **config.env,
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "DSS_EXECUTION_CONFIG": resolved.execution_config_name,
-        "DSS_CODE_ENV": resolved.code_env_name,
-        "DSS_PROJECT": resolved.project_name,
-    }
-    context_file = run.run_dir / "context.json"
-    result_file = run.run_dir / "result.json"
-    if layout == "pod":
-        # Volumes come from the kubernetes backend (PVCs); the context travels in DSS_CONTEXT_JSON.
-        if image is None:
-            raise ValueError("a pod layout needs an image")
-        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1", "DSS_IMAGE": image.image})
-        mounts: list[MountSpec] = []
-        command = (image.python, f"{RUNTIME_DIR}/runner.py", "-")
-        workdir = f"{RUN_DIR}/cwd"
-        image_name: str | None = image.image
-        result_file = Path(POD_RESULT_FILE)
-    elif layout == "container":
-        if image is None:
-            raise ValueError("a container layout needs an image")
-        env.update({"HOME": "/tmp", "DSS_CONTAINER_EXEC": "1", "DSS_IMAGE": image.image})
-        mounts = [
-            MountSpec(str(HOST_RUNTIME_DIR), RUNTIME_DIR),
-            MountSpec(str(resolved.project_root), PROJECT_DIR),
-            MountSpec(str(run.run_dir), RUN_DIR, read_only=False),
-        ]
-        seen_folders: set[str] = set()
-        for ref in run.inputs:
-            if ref.folder not in seen_folders:
-                seen_folders.add(ref.folder)
-                mounts.append(MountSpec(str(ref.host_folder), f"{INPUTS_DIR}/{ref.folder}"))
-        mounts += [
-            MountSpec(str(ref.host_staging), f"{OUTPUTS_DIR}/{ref.name}", read_only=False)
-            for ref in run.outputs
-        ]
-        command = (image.python, f"{RUNTIME_DIR}/runner.py", f"{RUN_DIR}/context.json")
-        workdir = f"{RUN_DIR}/cwd"
-        image_name = image.image
-    else:
+    labels = {**run.task_labels, **_base_labels(resolved)}
+    name = container_name(labels, run.unique)
+    context = build_context(run, layout)
+    if layout == "host":
         if local_python is None:
             raise ValueError("a host layout needs the code env's python")
-        mounts = []
-        command = (local_python, str(HOST_RUNTIME_DIR / "runner.py"), str(context_file))
-        workdir = str(run.run_dir / "cwd")
-        image_name = None
-    return ContainerSpec(
-        name=container_name(labels, unique),
-        image=image_name,
-        command=command,
-        env=env,
-        workdir=workdir,
-        user=user_of(config, worker_uid, worker_gid),
-        mounts=tuple(mounts),
-        resources=resources_of(config),
+        return ContainerSpec(
+            name=name,
+            image=None,
+            command=(local_python, str(HOST_RUNTIME_DIR / "runner.py"), str(run.run_dir / "context.json")),
+            env={**_base_env(resolved), **run.env},
+            workdir=str(run.run_dir / "cwd"),
+            user=None,
+            mounts=(),
+            resources=resources_of(resolved.execution_config),
+            labels=labels,
+            host_result_file=run.run_dir / "result.json",
+            context=context,
+            run_dir=run.run_dir,
+            outputs=run.outputs,
+        )
+    if image is None:
+        raise ValueError(f"a {layout} layout needs an image")
+    if layout == "pod":
+        # Volumes come from the kubernetes backend (PVCs); the context travels in DSS_CONTEXT_JSON.
+        mounts: tuple[MountSpec, ...] = ()
+        argument, result_file, run_dir = "-", Path(POD_RESULT_FILE), None
+    else:
+        mounts = _container_mounts(run)
+        argument, result_file, run_dir = f"{RUN_DIR}/context.json", run.run_dir / "result.json", run.run_dir
+    spec = code_env_spec(
+        resolved,
+        image,
+        name=name,
+        command=(image.python, f"{RUNTIME_DIR}/runner.py", argument),
+        mounts=mounts,
         labels=labels,
+        env=run.env,
+        workdir=f"{RUN_DIR}/cwd",
         host_result_file=result_file,
+        worker_uid=worker_uid,
+        worker_gid=worker_gid,
     )
+    if layout == "pod":  # the runtime is baked into code-env images: nothing to mount from the worker
+        spec = dataclasses.replace(spec, mounts=())
+    return dataclasses.replace(spec, context=context, run_dir=run_dir, outputs=run.outputs)
+
+
+def _container_mounts(run: TaskRun) -> tuple[MountSpec, ...]:
+    """Project read-only, the run directory, each input folder once (read-only), each output's staging."""
+    mounts = [
+        MountSpec(str(run.resolved.project_root), PROJECT_DIR),
+        MountSpec(str(run.run_dir), RUN_DIR, read_only=False),
+    ]
+    input_folders: dict[str, Path] = {}
+    for ref in run.inputs:
+        input_folders.setdefault(ref.folder, ref.host_folder)
+    mounts += [MountSpec(str(path), f"{INPUTS_DIR}/{name}") for name, path in input_folders.items()]
+    mounts += [
+        MountSpec(str(ref.host_staging), f"{OUTPUTS_DIR}/{ref.name}", read_only=False) for ref in run.outputs
+    ]
+    return tuple(mounts)

@@ -15,12 +15,12 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ConfigError
-from dss_airflow.spec import InputRef, OutputRef
+from dss_airflow.spec import ContainerSpec, InputRef, OutputRef
 
 if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
@@ -31,6 +31,13 @@ STAGING_DIR = ".dss-staging"
 _IO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 FolderRefs = Mapping[str, str] | Iterable[str] | None
+
+
+def copy_refs(refs: FolderRefs) -> Any:
+    """A private copy of an author's refs (Airflow renders template fields in place)."""
+    if refs is None or isinstance(refs, str | Mapping):
+        return dict(refs) if isinstance(refs, Mapping) else refs
+    return list(refs)
 
 
 def named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
@@ -112,19 +119,45 @@ def validate_folder_refs(catalog: Catalog, inputs: FolderRefs, outputs: FolderRe
             catalog_folder(catalog, folder, f"{kind}.{name}")
 
 
-def create_run_dir(base: Path | None = None) -> Path:
-    """A private directory for one run: context.json, result.json and the recipe's working directory."""
-    return Path(tempfile.mkdtemp(prefix="dss-run-", dir=base))
+def run_dir_path(run_key: str) -> Path:
+    """The private directory of one run on the worker (context.json, result.json, the recipe's cwd):
+    named by its run key, so what a dead try left behind can be found by it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", run_key)[-120:]
+    return Path(tempfile.gettempdir()) / f"dss-run-{safe}"
 
 
-def prepare_run(
+def owner_of(spec: ContainerSpec) -> tuple[int, int] | None:
+    """As root, the writable run directories go to the container's non-root user."""
+    if os.getuid() != 0 or spec.user is None:
+        return None
+    uid, _, gid = spec.user.partition(":")
+    return int(uid), int(gid or uid)
+
+
+@contextlib.contextmanager
+def worker_staging(spec: ContainerSpec) -> Iterator[None]:
+    """For backends whose task sees the worker's folders (local, Docker): the run directory with the
+    context, empty staging directories owned by the task's user; all removed afterwards, whatever happens
+    (after a success the promoted files have left the staging directories)."""
+    if spec.run_dir is None:
+        raise ValueError("worker staging needs a run directory on the worker")
+    try:
+        _prepare_run(spec.run_dir, spec.context, spec.outputs, owner_of(spec))
+        yield
+    finally:
+        discard_staging(spec.outputs)
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
+
+
+def _prepare_run(
     run_dir: Path,
     context: Mapping[str, Any],
     outputs: Iterable[OutputRef],
     owner: tuple[int, int] | None,
 ) -> None:
     """Write the context and create the writable directories, owned by ``owner`` (the container's uid)."""
-    (run_dir / "cwd").mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(mode=0o700)
+    (run_dir / "cwd").mkdir()
     context_file = run_dir / "context.json"
     context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
     context_file.chmod(0o644)

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from dss_airflow.backends.base import WorkerBackend, execute_composed
+from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.docker import tls_paths
-from dss_airflow.spec import LABEL_PREFIX, ContainerSpec
+from dss_airflow.spec import LABEL_PREFIX, build_spec
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import Context
 
-    from dss_airflow.config.models import DockerExecutionConfig
+    from dss_airflow.spec import ContainerSpec, TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -115,20 +118,35 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
     }
 
 
-class DockerBackend:
-    """Runs one spec in a container and guarantees the container is gone afterwards."""
+class DockerBackend(WorkerBackend):
+    """Runs one spec in a container on the config's daemon; the container is gone afterwards."""
 
-    def __init__(self, config: DockerExecutionConfig, logger: logging.Logger | None = None) -> None:
+    layout = "container"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.resolved.execution_config
+        assert isinstance(config, DockerExecutionConfig)
         self.config = config
-        self.log = logger or log
         self._operator: DockerOperator | None = None
-        self._killed = False
 
-    def run(self, spec: ContainerSpec, context: Context, *, task_id: str) -> None:
+    def prepare(self, run: TaskRun) -> ContainerSpec:
+        from dss_airflow.images.lookup import image_for
+
+        image = self.options.pinned_image or image_for(self.catalog, self.resolved)
+        return build_spec(
+            run,
+            layout="container",
+            image=image,
+            worker_uid=os.getuid(),
+            worker_gid=os.getgid(),
+        )
+
+    def execute(self, spec: ContainerSpec, context: Context) -> None:
         from airflow.providers.docker.exceptions import DockerContainerFailedException
-        from airflow.sdk.bases.operator import ExecutorSafeguard
         from docker.errors import APIError
 
+        task_id = context["ti"].task_id
         operator = _operator_class()(
             task_id=f"{task_id}.container", **docker_operator_kwargs(spec, self.config)
         )
@@ -138,10 +156,7 @@ class DockerBackend:
             "Running in Docker (%s): image %s, container %s", self.config.docker_host, spec.image, spec.name
         )
         try:
-            # The provider operator is composed, not scheduled: tell Airflow's ExecutorSafeguard that this
-            # nested execute() is deliberate (the task runner passes the same sentinel to ours).
-            sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
-            operator.execute(context, **sentinel)
+            execute_composed(operator, context)
         except DockerContainerFailedException as exc:
             logs = [str(line) for line in (exc.logs or [])]
             tail: deque[str] = deque(logs, maxlen=LOG_TAIL)
@@ -173,6 +188,6 @@ class DockerBackend:
             client.remove_container(container["Id"], force=True)
 
     def kill(self) -> None:
-        self._killed = True
+        super().kill()
         if self._operator is not None:
             self._operator.on_kill()

@@ -15,16 +15,17 @@ Each operator gets its own kubernetes client configuration (:mod:`dss_airflow.ho
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from kubernetes.client import models as k8s
 
+from dss_airflow.backends.base import Backend, RunResult, execute_composed
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.errors import ConfigError, ExecutionError
 from dss_airflow.hooks.kubernetes import isolated_hook_class
@@ -37,9 +38,9 @@ from dss_airflow.spec import (
     RUN_DIR,
     ContainerSpec,
     InputRef,
+    MountSpec,
     OutputRef,
-    RecipeRun,
-    build_recipe_context,
+    build_spec,
 )
 from dss_airflow.staging import FolderRefs, plan_inputs, plan_outputs
 
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from dss_airflow.config.catalog import Catalog
-    from dss_airflow.config.models import ManagedFolder, Project
+    from dss_airflow.spec import TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,6 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT_BYTES = 64 * 1024
 BASE_CONTAINER = "base"
 RUN_VOLUME = "dss-run"
-
-
-@dataclass(frozen=True)
-class PvcMount:
-    """A directory of a PersistentVolumeClaim mounted in the pod."""
-
-    claim: str
-    sub_path: str | None
-    target: str
-    read_only: bool
 
 
 # ----------------------------------------------------------------------------------- planning (pure)
@@ -86,9 +77,10 @@ def _require_pvc(catalog: Catalog | None, section: str, name: str, pvc: str | No
     )
 
 
-def _clean_sub_path(sub_path: str | None) -> str | None:
+def _clean_sub_path(sub_path: str | None) -> str:
+    """The directory of the volume to mount ("" for its root)."""
     if not sub_path:
-        return None
+        return ""
     path = PurePosixPath(sub_path)
     if path.is_absolute() or ".." in path.parts:
         raise ConfigError(
@@ -107,26 +99,28 @@ def plan_pod_io(
     )
 
 
-def pod_mounts(
-    project_name: str,
-    project: Project,
-    folders: Mapping[str, ManagedFolder],
-    inputs: Sequence[InputRef],
-    outputs: Sequence[OutputRef],
-    catalog: Catalog | None = None,
-) -> tuple[PvcMount, ...]:
-    """Project read-only at /dss/project, input folders read-only, output folders read-write."""
-    claim = _require_pvc(catalog, "projects", project_name, project.pvc, "the project")
-    mounts = [PvcMount(claim, _clean_sub_path(project.sub_path), PROJECT_DIR, read_only=True)]
+def pod_mounts(catalog: Catalog, run: TaskRun) -> tuple[MountSpec, ...]:
+    """Project read-only at /dss/project, input folders read-only, output folders read-write (PVCs)."""
+    resolved = run.resolved
+    project = resolved.project
+    claim = _require_pvc(catalog, "projects", resolved.project_name, project.pvc, "the project")
+    mounts = [MountSpec(_clean_sub_path(project.sub_path), PROJECT_DIR, read_only=True, claim=claim)]
     for kind, names, base, read_only in (
-        ("input", [ref.folder for ref in inputs], INPUTS_DIR, True),
-        ("output", [ref.folder for ref in outputs], POD_OUTPUTS_ROOT, False),
+        ("input", [ref.folder for ref in run.inputs], INPUTS_DIR, True),
+        ("output", [ref.folder for ref in run.outputs], POD_OUTPUTS_ROOT, False),
     ):
         for name in dict.fromkeys(names):
-            folder = folders[name]
+            folder = catalog.managed_folders[name]
             pvc = _require_pvc(catalog, "managed_folders", name, folder.pvc, f"the {kind} managed folder")
-            mounts.append(PvcMount(pvc, _clean_sub_path(folder.sub_path), f"{base}/{name}", read_only))
+            mounts.append(MountSpec(_clean_sub_path(folder.sub_path), f"{base}/{name}", read_only, claim=pvc))
     return tuple(mounts)
+
+
+def pod_spec(catalog: Catalog, run: TaskRun, spec: ContainerSpec) -> ContainerSpec:
+    """A pod-layout spec with the run's PVC mounts; an oversized context is refused here, before any
+    API call."""
+    context_json(spec.context)
+    return dataclasses.replace(spec, mounts=pod_mounts(catalog, run))
 
 
 # ------------------------------------------------------------------------------- manifest (pure)
@@ -155,10 +149,12 @@ def container_security_context() -> k8s.V1SecurityContext:
     )
 
 
-def _volumes(mounts: Sequence[PvcMount]) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+def _volumes(mounts: Sequence[MountSpec]) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
     """One volume per distinct claim (read-only when every mount of it is), one volumeMount per mount."""
     claims: dict[str, str] = {}
     for mount in mounts:
+        if mount.claim is None:
+            raise ValueError(f"a pod mounts PVCs only, not the worker's {mount.source}")
         claims.setdefault(mount.claim, f"pvc-{len(claims)}")
     volumes = [
         k8s.V1Volume(
@@ -172,7 +168,7 @@ def _volumes(mounts: Sequence[PvcMount]) -> tuple[list[k8s.V1Volume], list[k8s.V
     volumes.append(k8s.V1Volume(name=RUN_VOLUME, empty_dir=k8s.V1EmptyDirVolumeSource()))
     volume_mounts = [
         k8s.V1VolumeMount(
-            name=claims[m.claim], mount_path=m.target, sub_path=m.sub_path, read_only=m.read_only
+            name=claims[str(m.claim)], mount_path=m.target, sub_path=m.source or None, read_only=m.read_only
         )
         for m in mounts
     ]
@@ -180,18 +176,13 @@ def _volumes(mounts: Sequence[PvcMount]) -> tuple[list[k8s.V1Volume], list[k8s.V
     return volumes, volume_mounts
 
 
-def build_pod(
-    spec: ContainerSpec,
-    config: KubernetesExecutionConfig,
-    mounts: Sequence[PvcMount],
-    context: Mapping[str, Any],
-) -> k8s.V1Pod:
-    """Pure: the pod a recipe run becomes (before the provider adds its XCom sidecar and TI labels)."""
+def build_pod(spec: ContainerSpec, config: KubernetesExecutionConfig) -> k8s.V1Pod:
+    """Pure: the pod a task run becomes (before the provider adds its XCom sidecar and TI labels)."""
     if spec.image is None:
         raise ValueError("a pod needs an image")
-    env = {**spec.env, "DSS_CONTEXT_JSON": context_json(context)}
+    env = {**spec.env, "DSS_CONTEXT_JSON": context_json(spec.context)}
     uid = config.run_as_user
-    volumes, volume_mounts = _volumes(mounts)
+    volumes, volume_mounts = _volumes(spec.mounts)
     resources = spec.resources
     container = k8s.V1Container(
         name=BASE_CONTAINER,
@@ -245,18 +236,6 @@ def build_pod(
     )
 
 
-def pod_for_run(catalog: Catalog, run: RecipeRun, spec: ContainerSpec) -> k8s.V1Pod:
-    """The pod of a recipe run planned with :func:`plan_pod_io` and built with layout "pod"."""
-    resolved = run.resolved
-    config = resolved.execution_config
-    if not isinstance(config, KubernetesExecutionConfig):
-        raise TypeError(f"execution config {resolved.execution_config_name!r} is not of type kubernetes")
-    mounts = pod_mounts(
-        resolved.project_name, resolved.project, catalog.managed_folders, run.inputs, run.outputs, catalog
-    )
-    return build_pod(spec, config, mounts, build_recipe_context(run, "pod"))
-
-
 # ------------------------------------------------------------------------------------ the operator
 def operator_kwargs(
     pod: k8s.V1Pod, config: KubernetesExecutionConfig, *, deferrable: bool = False
@@ -280,16 +259,15 @@ def operator_kwargs(
 
 
 @functools.cache
-def _operator_class() -> type[KubernetesPodOperator]:
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+def isolated_operator_class(base: type[KubernetesPodOperator]) -> type[KubernetesPodOperator]:
+    """``base`` (KubernetesPodOperator or a subclass: SparkKubernetesOperator) with a per-operator client
+    configuration, and the runner's result kept when the provider extracts the XCom."""
 
-    class DSSKubernetesPodOperator(KubernetesPodOperator):
-        """KubernetesPodOperator with a per-operator client configuration and the XCom kept for us."""
-
+    class Isolated(base):  # type: ignore[valid-type,misc]
         runner_result: Any = None
 
         @cached_property
-        def hook(self) -> Any:  # type: ignore[override]
+        def hook(self) -> Any:
             return isolated_hook_class()(
                 conn_id=self.kubernetes_conn_id,
                 in_cluster=self.in_cluster,
@@ -301,69 +279,94 @@ def _operator_class() -> type[KubernetesPodOperator]:
             self.runner_result = super().extract_xcom(pod, ignore_kill_failure=ignore_kill_failure)
             return self.runner_result
 
-    return DSSKubernetesPodOperator
+    Isolated.__name__ = Isolated.__qualname__ = f"DSS{base.__name__}"
+    return Isolated
 
 
 def make_operator(task_id: str, pod: k8s.V1Pod, config: KubernetesExecutionConfig, **extra: Any) -> Any:
-    return _operator_class()(task_id=f"{task_id}.pod", **operator_kwargs(pod, config, **extra))
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    operator_class = isolated_operator_class(KubernetesPodOperator)
+    return operator_class(task_id=f"{task_id}.pod", **operator_kwargs(pod, config, **extra))
 
 
-class KubernetesBackend:
-    """Runs one pod through a composed KubernetesPodOperator and returns the runner's JSON result."""
+class KubernetesBackend(Backend):
+    """Runs one pod through a composed KubernetesPodOperator; the runner's JSON comes back by XCom."""
 
-    def __init__(
-        self,
-        config: KubernetesExecutionConfig,
-        logger: logging.Logger | None = None,
-        *,
-        deferrable: bool = False,
-    ) -> None:
+    layout = "pod"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.resolved.execution_config
+        assert isinstance(config, KubernetesExecutionConfig)
         self.config = config
-        self.log = logger or log
-        self.deferrable = deferrable
         self._operator: Any = None
-        self._killed = False
 
-    def run(
-        self, pod: k8s.V1Pod, context: Context, *, task_id: str, event: dict[str, Any] | None = None
-    ) -> dict[str, Any] | None:
-        """Run the pod; returns the runner's result (None if it wrote none). Raises ExecutionError.
+    def plan_io(
+        self, inputs: FolderRefs, outputs: FolderRefs, run_key: str
+    ) -> tuple[tuple[InputRef, ...], tuple[OutputRef, ...]]:
+        return plan_pod_io(self.catalog, inputs, outputs, run_key)
 
-        Deferrable: the provider's ``TaskDeferred`` passes through (the recipe operator re-targets it at
-        its own resume method); with the trigger's ``event`` this finishes the run through the provider's
+    def run_dir(self, run_key: str) -> Path:
+        return Path(RUN_DIR)  # an emptyDir of the pod
+
+    def prepare(self, run: TaskRun) -> ContainerSpec:
+        from dss_airflow.images.lookup import image_for
+
+        image = self.options.pinned_image or image_for(self.catalog, self.resolved)
+        return pod_spec(self.catalog, run, build_spec(run, layout="pod", image=image))
+
+    def pod(self, spec: ContainerSpec) -> k8s.V1Pod:
+        return build_pod(spec, self.config)
+
+    def run(self, spec: ContainerSpec, context: Context) -> RunResult:
+        """Run the pod to its end; the runner's result comes back through the XCom sidecar.
+
+        Deferrable: the provider's ``TaskDeferred`` passes through (the operator re-targets it at its own
+        resume method); with the trigger's event this finishes the run through the provider's
         ``trigger_reentry`` (logs, XCom sidecar result, pod deletion) instead of starting one.
         """
-        from airflow.sdk.bases.operator import ExecutorSafeguard
+        from airflow.sdk.exceptions import TaskDeferred
 
-        operator = make_operator(task_id, pod, self.config, deferrable=self.deferrable)
+        pod = self.pod(spec)
+        operator = make_operator(context["ti"].task_id, pod, self.config, deferrable=self.options.deferrable)
         self._operator = operator
         name = f"{self.config.namespace}/{pod.metadata.name}"
         where = f"context {self.config.context}" if self.config.context else "the default context"
-        self.log.info("Running pod %s (%s): image %s", name, where, pod.spec.containers[0].image)
+        self.log.info("Running pod %s (%s): image %s", name, where, spec.image)
         failure: BaseException | None = None
+        event = self.options.resume_event
         try:
             if event is None:
-                sentinel = {f"{type(operator).__name__}__sentinel": ExecutorSafeguard.sentinel_value}
-                returned = operator.execute(context, **sentinel)
+                returned = execute_composed(operator, context)
             else:
                 self.log.info("Pod %s: resumed after the trigger (%s)", name, event.get("status"))
-                returned = operator.trigger_reentry(context, event)
+                returned = operator.trigger_reentry(context, dict(event))
+        except TaskDeferred:
+            raise
         except Exception as exc:  # the provider raises AirflowException / ApiException / its own types
             failure = exc
             returned = None
         if self._killed:
             # apache/airflow#73006: on_kill deletes the pod, cleanup() then returns early and execute()
             # may return normally; a killed task must never report success.
-            raise ExecutionError(f"pod {name} was deleted by on_kill")
+            return RunResult(None, failure=ExecutionError(f"pod {name} was deleted by on_kill"))
         raw = operator.runner_result if operator.runner_result is not None else returned
         result: dict[str, Any] | None = raw if isinstance(raw, dict) else None
-        if failure is not None:
-            if result is not None and result.get("status") == "failed":
-                return result  # the recipe's own failure, reported by the operator
-            raise ExecutionError(f"pod {name} failed: {failure}") from failure
-        return result
+        if failure is not None and not (result is not None and result.get("status") == "failed"):
+            return RunResult(result, failure=ExecutionError(f"pod {name} failed: {failure}"))
+        return RunResult(result, promoted_in_cluster(spec, result))
 
     def kill(self) -> None:
-        self._killed = True
+        super().kill()
         if self._operator is not None:
             self._operator.on_kill()
+
+
+def promoted_in_cluster(spec: ContainerSpec, result: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """Promoted paths (as the pod sees them) from the runner's listing of each output."""
+    listed = (result or {}).get("outputs") or {}
+    return {
+        ref.name: [str(ref.host_destination / name) for name in listed.get(ref.name, [])]
+        for ref in spec.outputs
+    }

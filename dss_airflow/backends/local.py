@@ -17,15 +17,22 @@ import shutil
 import signal
 import subprocess
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from dss_airflow.backends.base import WorkerBackend
 from dss_airflow.errors import EnvBuildError, ExecutionError
+from dss_airflow.spec import build_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from pathlib import Path
 
-    from dss_airflow.spec import ContainerSpec
+    from airflow.sdk import Context
+
+    from dss_airflow.backends.base import TaskLog
+    from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.resolve import ResolvedExecution
+    from dss_airflow.spec import ContainerSpec, TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -113,46 +120,94 @@ def ensure_venv(env_name: str, python: str, requirements: Sequence[str], cache_r
     return executable
 
 
-class LocalBackend:
-    """Runs a host-layout :class:`ContainerSpec` as a subprocess, streaming its output to the task log."""
+def venv_python(catalog: Catalog, resolved: ResolvedExecution) -> Path:
+    """The python of the resolved code env's local virtualenv (built on first use)."""
+    from dss_airflow.settings import cache_dir
 
-    def __init__(self, logger: logging.Logger | None = None) -> None:
-        self.log = logger or log
+    return ensure_venv(
+        resolved.code_env_name,
+        resolved.code_env.python,
+        catalog.requirements(resolved.code_env_name),
+        cache_dir(),
+    )
+
+
+def stream_process(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    logger: TaskLog,
+    cwd: str | None = None,
+    started: Callable[[subprocess.Popen[str]], None] | None = None,
+) -> tuple[int, list[str]]:
+    """Run ``argv`` in its own process group, every output line to the task log; (exit code, log tail).
+
+    ``started`` receives the process as soon as it exists, so ``on_kill`` (another thread) can stop it.
+    """
+    tail: deque[str] = deque(maxlen=LOG_TAIL)
+    process = subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,  # its own process group, so on_kill stops the recipe's children too
+    )
+    if started is not None:
+        started(process)
+    assert process.stdout is not None
+    for line in process.stdout:
+        tail.append(line.rstrip("\n"))
+        logger.info("%s", tail[-1])
+    return process.wait(), list(tail)
+
+
+def stop_process_group(process: subprocess.Popen[str] | None, logger: TaskLog) -> None:
+    """SIGTERM the process group, SIGKILL after 10 s."""
+    if process is None or process.poll() is not None:
+        return
+    logger.info("Stopping process group %d", process.pid)
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def worker_env(names: Sequence[str] = ()) -> dict[str, str]:
+    """The worker's variables a task may see: PASSED_THROUGH and ``names``; Airflow's own stay out."""
+    return {name: os.environ[name] for name in (*PASSED_THROUGH, *names) if name in os.environ}
+
+
+class LocalBackend(WorkerBackend):
+    """Runs the task as a subprocess of the worker, in the code env's virtualenv (built once, cached)."""
+
+    layout = "host"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._process: subprocess.Popen[str] | None = None
 
-    def run(self, spec: ContainerSpec) -> None:
-        env = {name: os.environ[name] for name in PASSED_THROUGH if name in os.environ}
-        env.update(spec.env)
+    def prepare(self, run: TaskRun) -> ContainerSpec:
+        python = venv_python(self.catalog, self.resolved)
+        return build_spec(run, layout="host", image=None, local_python=str(python))
+
+    def execute(self, spec: ContainerSpec, context: Context) -> None:
+        env = {**worker_env(), **spec.env}
         self.log.info("Running locally: %s", " ".join(spec.command))
-        tail: deque[str] = deque(maxlen=LOG_TAIL)
-        self._process = subprocess.Popen(
-            list(spec.command),
-            cwd=spec.workdir,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # its own process group, so on_kill stops the recipe's children too
+        code, tail = stream_process(
+            spec.command, env=env, logger=self.log, cwd=spec.workdir, started=self._started
         )
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            self.log.info("%s", line)
-        code = self._process.wait()
         if code != 0:
-            raise ExecutionError(f"recipe process exited with code {code}", logs=list(tail), exit_code=code)
+            raise ExecutionError(f"recipe process exited with code {code}", logs=tail, exit_code=code)
+
+    def _started(self, process: subprocess.Popen[str]) -> None:
+        self._process = process
 
     def kill(self) -> None:
-        process = self._process
-        if process is None or process.poll() is not None:
-            return
-        self.log.info("Stopping local recipe process group %d", process.pid)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        super().kill()
+        stop_process_group(self._process, self.log)

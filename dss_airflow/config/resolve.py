@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.spark import SparkConfig
 
 RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
 
@@ -61,6 +62,9 @@ class ResolvedExecution:
     code_env: CodeEnv
     #: The cluster (kubernetes configs only) whose connection/context replaced the config's, if any.
     cluster_name: str | None = None
+    #: Spark jobs: the spark config they run on (a kubernetes one chooses the Spark backend).
+    spark_config_name: str | None = None
+    spark_config: SparkConfig | None = None
 
 
 def is_templated(value: object) -> bool:

@@ -22,12 +22,17 @@ if TYPE_CHECKING:
 
 
 def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | None = None) -> ImageRef:
+    """The current image of the resolved (code env, execution config) pair — or (code env, spark config)
+    for Spark on Kubernetes, whose images are built for the spark config."""
     from dss_airflow.settings import state_dir
 
+    spark = resolved.spark_config if resolved.spark_config and resolved.spark_config.is_cluster else None
+    config_name = resolved.spark_config_name if spark else resolved.execution_config_name
     config = resolved.execution_config
-    if not isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
-        raise TypeError(f"execution config {resolved.execution_config_name!r} does not run containers")
-    state = (ledger or Ledger(state_dir())).pair(resolved.code_env_name, resolved.execution_config_name)
+    if spark is None and not isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
+        raise TypeError(f"execution config {config_name!r} does not run containers")
+    assert config_name is not None
+    state = (ledger or Ledger(state_dir())).pair(resolved.code_env_name, config_name)
     if state.current is not None:
         return ImageRef(image=state.current.image, python=state.current.python)
     env = resolved.code_env
@@ -35,11 +40,11 @@ def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | No
     packages = catalog.requirements(resolved.code_env_name)
     needs_own_image = packages or env.r_packages or env.resources.mode != "none"
     # Pods also need the dss_airflow runtime, which only code-env images carry (a bare base image does not).
-    if needs_own_image or isinstance(config, KubernetesExecutionConfig):
+    if needs_own_image or not isinstance(config, DockerExecutionConfig):
+        kind = "spark config" if spark else "execution config"
         detail = f" (last build failed: {state.last_error})" if state.last_error else ""
         raise ImageNotBuiltError(
-            f"no image is built for code env {resolved.code_env_name!r} on execution config "
-            f"{resolved.execution_config_name!r}{detail}: build it with "
-            f"`dss-airflow images build {resolved.code_env_name} --config {resolved.execution_config_name}`"
+            f"no image is built for code env {resolved.code_env_name!r} on {kind} {config_name!r}{detail}: "
+            f"build it with `dss-airflow images build {resolved.code_env_name} --config {config_name}`"
         )
     return ImageRef(image=catalog.base_images[config.base_image].image)

@@ -15,16 +15,17 @@ from kubernetes.utils import parse_quantity
 from dss_airflow.backends.kubernetes import (
     MAX_CONTEXT_BYTES,
     KubernetesBackend,
+    build_pod,
     make_operator,
     plan_pod_io,
-    pod_for_run,
+    pod_spec,
 )
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ConfigError, DSSAirflowError, ExecutionError
 from dss_airflow.k8s_names import label_value
-from dss_airflow.spec import RUN_DIR, ImageRef, RecipeRun, build_recipe_spec
+from dss_airflow.spec import RUN_DIR, Entrypoint, ImageRef, TaskRun, build_spec
 from tests.helpers import fake_context, make_project, write_config
 
 K8S_VERSIONS = ("1.36.0", "1.37.0")
@@ -98,10 +99,9 @@ def make_run(catalog, config="k8s-big", *, project="demo", inputs=None, outputs=
         outputs if outputs is not None else {"clean": "curated/orders", "summary": "curated"},
         run_key="t-1-abcd",
     )
-    return RecipeRun(
+    return TaskRun(
         resolved=resolved,
-        recipe=PurePosixPath("recipes/r.py"),
-        language="python",
+        entrypoint=Entrypoint(PurePosixPath("recipes/r.py")),
         inputs=pod_inputs,
         outputs=pod_outputs,
         params=params if params is not None else {"limit": 3},
@@ -113,12 +113,16 @@ def make_run(catalog, config="k8s-big", *, project="demo", inputs=None, outputs=
             "dss_airflow.map_index": "-1",
             "dss_airflow.try_number": "1",
         },
+        unique="u1",
     )
 
 
+def make_spec(catalog, run):
+    return pod_spec(catalog, run, build_spec(run, layout="pod", image=IMAGE))
+
+
 def make_pod(catalog, run):
-    spec = build_recipe_spec(run, layout="pod", image=IMAGE, unique="u1")
-    return pod_for_run(catalog, run, spec)
+    return build_pod(make_spec(catalog, run), run.resolved.execution_config)
 
 
 def manifest(pod: Any) -> dict[str, Any]:
@@ -375,11 +379,11 @@ def test_pods_need_a_built_code_env_image_even_without_packages(catalog):
 
 
 def test_pod_layout_leaves_docker_and_host_contexts_alone(catalog):
-    from dss_airflow.spec import build_recipe_context
+    from dss_airflow.spec import build_context
 
     run = make_run(catalog)
-    assert "promote" not in build_recipe_context(run, "container")
-    assert "promote" not in build_recipe_context(run, "host")
+    assert "promote" not in build_context(run, "container")
+    assert "promote" not in build_context(run, "host")
 
 
 # ------------------------------------------------------------------------------------ backend & operator
@@ -408,32 +412,35 @@ def run_backend(monkeypatch, catalog, fake):
     import dss_airflow.backends.kubernetes as backend_module
 
     run = make_run(catalog)
-    backend = KubernetesBackend(run.resolved.execution_config)
+    backend = KubernetesBackend(catalog, run.resolved)
     fake.backend = backend
     monkeypatch.setattr(backend_module, "make_operator", lambda *a, **k: fake)
-    return backend.run(make_pod(catalog, run), fake_context(), task_id="clean")
+    return backend.run(make_spec(catalog, run), fake_context(task_id="clean"))
 
 
 def test_backend_returns_the_runner_result(monkeypatch, catalog):
     result = {"status": "success", "outputs": {}}
-    assert run_backend(monkeypatch, catalog, FakeKPO(result=result)) == result
+    outcome = run_backend(monkeypatch, catalog, FakeKPO(result=result))
+    assert outcome.result == result and outcome.succeeded
 
 
 def test_backend_reports_a_recipe_failure_through_its_result(monkeypatch, catalog):
     result = {"status": "failed", "error": "ValueError: boom"}
     fake = FakeKPO(result=result, error=RuntimeError("Pod returned a failure"))
-    assert run_backend(monkeypatch, catalog, fake) == result
+    outcome = run_backend(monkeypatch, catalog, fake)
+    assert outcome.result == result and outcome.failure is None and not outcome.succeeded
 
 
-def test_backend_raises_on_infrastructure_failure(monkeypatch, catalog):
-    with pytest.raises(ExecutionError, match="failed: ImagePullBackOff"):
-        run_backend(monkeypatch, catalog, FakeKPO(error=RuntimeError("ImagePullBackOff")))
+def test_backend_reports_an_infrastructure_failure(monkeypatch, catalog):
+    outcome = run_backend(monkeypatch, catalog, FakeKPO(error=RuntimeError("ImagePullBackOff")))
+    assert isinstance(outcome.failure, ExecutionError) and not outcome.succeeded
+    assert re.search("failed: ImagePullBackOff", str(outcome.failure))
 
 
 def test_killed_run_never_succeeds_even_when_the_wait_returned(monkeypatch, catalog):
     fake = FakeKPO(result={"status": "success"}, kill_during=True)
-    with pytest.raises(ExecutionError, match="on_kill"):
-        run_backend(monkeypatch, catalog, fake)
+    outcome = run_backend(monkeypatch, catalog, fake)
+    assert not outcome.succeeded and re.search("on_kill", str(outcome.failure))
     assert fake.killed
 
 

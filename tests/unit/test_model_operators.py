@@ -3,6 +3,7 @@ folders each action reads and writes, and the Kubernetes pods of model tasks (st
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -153,10 +154,11 @@ def test_forbidden_execution_config_is_refused_for_model_tasks(config_dir):
 
 
 def prepared(operator: Any, config_dir: Path) -> Any:
+    """The run-time plan of a model operator's task: its folders and the engine's params."""
     catalog = load_catalog(config_dir)
-    resolved = operator._resolution(catalog)
-    operator._prepare_run(catalog, resolved, fake_context(task_id=operator.task_id)["ti"])
-    return operator, resolved
+    task = operator.task()
+    resolved = task.resolve(catalog)
+    return task.plan(catalog, resolved, fake_context(task_id=operator.task_id)["ti"]), resolved
 
 
 def test_each_action_reads_and_writes_the_saved_model_folders(config_dir):
@@ -169,7 +171,7 @@ def test_each_action_reads_and_writes_the_saved_model_folders(config_dir):
     assert resolved.code_env_name == "ml", "the definition's code env is the task default"
     assert train.inputs == {"models": "models/churn", "data": "ml_data/w1.csv"}
     assert list(train.outputs.items()) == [("versions", "models/churn/versions"), ("pointer", "models/churn")]
-    params = train.recipe_params
+    params = train.params
     assert params["action"] == "train" and params["promotion"] == "if_better"
     assert params["definition"]["metric"] == "roc_auc" and params["run"]["code_env"] == "ml"
 
@@ -177,7 +179,7 @@ def test_each_action_reads_and_writes_the_saved_model_folders(config_dir):
         DSSPromoteModelOperator(task_id="p", model="churn", force="True", config_dir=str(config_dir)),
         config_dir,
     )
-    assert promote.outputs == {"pointer": "models/churn"} and promote.recipe_params["force"] is True
+    assert promote.outputs == {"pointer": "models/churn"} and promote.params["force"] is True
 
     score, _ = prepared(
         DSSScoreModelOperator(
@@ -211,8 +213,10 @@ def test_model_task_pods_pass_strict_validation(config_dir, monkeypatch):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     from kubernetes.client import ApiClient
 
-    from dss_airflow.backends.kubernetes import pod_for_run
-    from dss_airflow.spec import ImageRef, build_recipe_spec
+    from dss_airflow.backends.base import RunOptions
+    from dss_airflow.backends.kubernetes import KubernetesBackend
+    from dss_airflow.spec import ImageRef
+    from dss_airflow.tasks.flow import RunKey, prepare_run
 
     image = ImageRef("registry.example.com/dss-code-envs@sha256:" + "cd" * 32, "/opt/dss/env/bin/python")
     catalog = load_catalog(config_dir)
@@ -235,11 +239,14 @@ def test_model_task_pods_pass_strict_validation(config_dir, monkeypatch):
     ):
         operator.execution_config = "k8s"
         catalog = _with_project_pvc(catalog)
-        operator, resolved = prepared(operator, config_dir)
-        resolved = operator._resolution(catalog)
         labels = {"dss_airflow.dag_id": "ml", "dss_airflow.task_id": operator.task_id}
-        run = operator.plan_pod_run(catalog, resolved, operator._entrypoint(resolved), "r-1", labels)
-        pod = pod_for_run(catalog, run, build_recipe_spec(run, layout="pod", image=image, unique="u"))
+        ti = fake_context(task_id=operator.task_id)["ti"]
+        key = RunKey("r-1", "u", labels)
+        run = prepare_run(
+            operator.task(), catalog, ti, logging.getLogger(), RunOptions(pinned_image=image), key
+        )
+        assert isinstance(run.backend, KubernetesBackend)
+        pod = run.backend.pod(run.spec)
         manifest = ApiClient().sanitize_for_serialization(pod)
         for version in ("1.36.0", "1.37.0"):
             kubernetes_validate.validate(manifest, version, strict=True)

@@ -28,7 +28,7 @@ from dss_airflow.notebook_server import (
 )
 from dss_airflow.operators.notebook import DSSNotebookOperator
 from dss_airflow.runtime import dss_notebook
-from dss_airflow.spec import RUNTIME_DIR, ImageRef
+from dss_airflow.spec import RUNTIME_DIR, Entrypoint, ImageRef
 from tests.helpers import BASE_CONFIG, EXAMPLE_CONFIG, fake_context, make_project, write_config
 
 NOTEBOOKS = """
@@ -177,18 +177,19 @@ def test_run_parameters_output_and_libraries_reach_the_runtime(config_dir):
     )
     assert type(task.output).__name__ == "PlainXComArg", "BaseOperator.output (the XComArg) is untouched"
     catalog = load_catalog(config_dir)
-    resolved = task._resolution(catalog)
-    task._prepare_run(catalog, resolved, fake_context()["ti"])
-    assert task.outputs == {"reports": "reports/weekly"}
-    assert task.recipe == "notebooks/report.ipynb"
-    assert task.recipe_params == {
+    kind = task.task()
+    resolved = kind.resolve(catalog)
+    plan = kind.plan(catalog, resolved, fake_context()["ti"])
+    assert plan.outputs == {"reports": "reports/weekly"}
+    assert plan.label == "notebook notebooks/report.ipynb"
+    assert plan.params == {
         "notebook": "notebooks/report.ipynb",
         "parameters": {"region": "emea", "limit": 3},
         "output": "reports",
         "html": False,
         "libraries": [],
     }
-    assert task._entrypoint(resolved) == (PurePosixPath("dss_notebook.py"), "python", True)
+    assert plan.entrypoint == Entrypoint(PurePosixPath("dss_notebook.py"), "python", builtin=True)
     assert {"notebook", "parameters", "output_folder", "inputs", "code_env"} <= set(task.template_fields)
 
 

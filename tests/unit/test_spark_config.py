@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.resolve import check_permission
 from dss_airflow.config.spark import KubernetesSparkConfig
-from dss_airflow.errors import ConfigError, InvalidConfigError, PermissionDeniedError
+from dss_airflow.errors import ConfigError, ImageNotBuiltError, InvalidConfigError, PermissionDeniedError
 from dss_airflow.spark import (
     SparkJob,
     build_pod_template,
@@ -18,6 +19,7 @@ from dss_airflow.spark import (
     build_spark_submit_command,
     spark_memory,
 )
+from dss_airflow.spec import ImageRef
 from tests.helpers import BASE_CONFIG, fake_context, make_project, write_config
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "shared" / "schemas"
@@ -320,30 +322,149 @@ def test_spark_submit_command(k8s, job):
     assert template["spec"]["tolerations"][0]["key"] == "dedicated"
 
 
-def test_cluster_job_of_the_operator(catalog, tmp_path):
-    from dss_airflow.operators.spark import DSSSparkOperator
+CODE_ENV_IMAGE = ImageRef(
+    "registry.example.com:5000/team/dss-code-envs@sha256:" + "ef" * 32, "/opt/dss/env/bin/python"
+)
 
-    operator = DSSSparkOperator(
-        task_id="count",
-        application="jobs/count.py",
-        spark_config="k8s-spark",
-        code_env="spark",
-        recipe_params={"day": "2024-01-01"},
-        config_dir=str(tmp_path),
+
+def cluster_run(tmp_path: Path, mode: str, **arguments: Any) -> Any:
+    """The prepared run of a Spark task on k8s-spark (folders and project on PVCs), image pinned."""
+    from dss_airflow.backends.base import RunOptions
+    from dss_airflow.operators.spark import DSSSparkOperator
+    from dss_airflow.tasks.flow import RunKey, prepare_run
+
+    on_pvcs = (
+        BASE_CONFIG.replace("{path: raw}", "{path: raw, pvc: data, sub_path: raw}")
+        .replace("{path: out}", "{path: out, pvc: data, sub_path: out}")
+        .replace("        root: project\n", "        root: project\n        pvc: projects\n")
     )
-    resolved, _, config = operator._resolve(catalog)
-    assert isinstance(config, KubernetesSparkConfig)
-    job = operator._cluster_job(catalog, resolved, config, fake_context(dag_id="orders", task_id="count"))
-    assert job.image == "registry.example.com:5000/team/apache/spark:4.0.0-python3"
-    assert job.main_application_file == "local:///dss/project/jobs/count.py"
-    assert job.env["DSS_RECIPE_PARAMS"] == '{"day": "2024-01-01"}'
-    assert job.labels["dss-airflow/dag_id"] == "orders"
-    with pytest.raises(ConfigError, match="managed-folder inputs and outputs are not supported yet"):
-        DSSSparkOperator(
-            task_id="io",
-            application="jobs/count.py",
-            spark_config="k8s-spark",
-            code_env="spark",
-            outputs=["out"],
-            config_dir=str(tmp_path),
-        )
+    write_config(
+        tmp_path,
+        {
+            "base.yaml": on_pvcs,
+            "spark.yaml": SPARK.replace("type: kubernetes\n", f"type: kubernetes\n        mode: {mode}\n"),
+        },
+    )
+    make_project(tmp_path, {"jobs/count.py": "print('count')\n"})
+    catalog = load_catalog(tmp_path)
+    operator = DSSSparkOperator(
+        task_id="count", spark_config="k8s-spark", code_env="spark", config_dir=str(tmp_path), **arguments
+    )
+    ti = fake_context(dag_id="orders", task_id="count")["ti"]
+    key = RunKey("count-1-u1", "u1", {"dss_airflow.dag_id": "orders", "dss_airflow.task_id": "count"})
+    options = RunOptions(pinned_image=CODE_ENV_IMAGE)
+    return catalog, prepare_run(operator.task(), catalog, ti, logging.getLogger(), options, key)
+
+
+def test_spark_on_kubernetes_runs_the_code_env_image_with_managed_folders(tmp_path):
+    import json
+
+    import jsonschema
+
+    catalog, prepared = cluster_run(
+        tmp_path,
+        "operator",
+        application="jobs/count.py",
+        inputs=["raw"],
+        outputs={"counts": "out/daily"},
+        recipe_params={"day": "2024-01-01"},
+    )
+    job = prepared.backend.job(prepared.spec)
+    assert job.image == CODE_ENV_IMAGE.image, "the code env's image, not the bare Spark base image"
+    assert job.main_application_file == "local:///opt/dss-airflow/runtime/runner.py"
+    assert job.arguments == ("-",) and job.python == "/opt/dss/env/bin/python"
+    context = json.loads(job.env["DSS_CONTEXT_JSON"])
+    assert context["recipe"] == "/dss/project/jobs/count.py" and context["params"] == {"day": "2024-01-01"}
+    assert context["inputs"] == {"raw": "/dss/in/raw"}
+    staging = "/dss/out-root/out/.dss-staging/count-1-u1/counts"
+    assert context["outputs"] == {"counts": staging}
+    assert context["promote"] == [[staging, "/dss/out-root/out/daily"]], "the runner promotes in the driver"
+    assert json.loads(job.env["DSS_SPARK"])["master"] is None, "cluster mode: the session keeps Spark's"
+    assert job.labels["dss-airflow/dag-id"] == "orders"
+
+    config = catalog.spark_configs["k8s-spark"]
+    app = build_spark_application(config, job)
+    jsonschema.Draft7Validator(crd_schema()).validate(app)
+    spec = app["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    mounts = {m["mountPath"]: m for m in spec["driver"]["volumeMounts"]}
+    assert claims[mounts["/dss/project"]["name"]] == {"claimName": "projects", "readOnly": True}
+    assert mounts["/dss/in/raw"]["subPath"] == "raw" and mounts["/dss/in/raw"]["readOnly"] is True
+    assert mounts["/dss/out-root/out"]["readOnly"] is False
+    assert {m["mountPath"] for m in spec["executor"]["volumeMounts"]} == {
+        "/dss/project",
+        "/dss/in/raw",
+        "/dss/out-root/out",
+    }, "executors read inputs and write output parts; only the driver has the run dir and the XCom file"
+    assert {"/dss/run", "/airflow/xcom"} <= set(mounts)
+    (sidecar,) = spec["driver"]["sidecars"]
+    assert sidecar["name"] == "airflow-xcom-sidecar", "the provider's XCom extraction finds its sidecar"
+    assert sidecar["securityContext"]["allowPrivilegeEscalation"] is False
+    assert spec["sparkConf"]["spark.pyspark.python"] == "/opt/dss/env/bin/python"
+    assert driver_resources_unchanged(spec)
+
+
+def driver_resources_unchanged(spec: dict) -> bool:
+    """The exact resources of the config survive the added volumes (as test_spark_application_... checks)."""
+    driver, executor = spec["driver"], spec["executor"]
+    return driver["coreRequest"] == "0.5" and driver["cores"] == 1 and executor["memory"] == "4g"
+
+
+def test_spark_submit_gets_the_same_volumes_image_and_a_result_in_the_log(tmp_path):
+    catalog, prepared = cluster_run(tmp_path, "spark-submit", application="jobs/count.py", outputs=["out"])
+    assert prepared.spec.context["print_result"] is True, "no XCom sidecar: the result comes in the log"
+    assert prepared.spec.context["result_file"] == "/dss/run/result.json"
+    job = prepared.backend.job(prepared.spec)
+    assert not job.driver_sidecars
+    argv = build_spark_submit_command(
+        catalog.spark_configs["k8s-spark"],
+        job,
+        api_server="https://10.0.0.1:6443",
+        driver_pod_name="d-driver",
+    )
+    pairs = {argv[i + 1] for i, arg in enumerate(argv) if arg == "--conf"}
+    expected = {
+        f"spark.kubernetes.container.image={CODE_ENV_IMAGE.image}",
+        "spark.kubernetes.driver.pod.name=d-driver",
+        "spark.pyspark.python=/opt/dss/env/bin/python",
+        "spark.kubernetes.driver.volumes.emptyDir.dss-run.mount.path=/dss/run",
+    }
+    assert expected <= pairs, expected - pairs
+    for role in ("driver", "executor"):
+        mounted = {
+            pair.split("=", 1)[1]
+            for pair in pairs
+            if pair.startswith(f"spark.kubernetes.{role}.volumes.persistentVolumeClaim.")
+            and ".mount.path=" in pair
+        }
+        assert mounted == {"/dss/project", "/dss/out-root/out"}, role
+    assert argv[-2:] == ["local:///opt/dss-airflow/runtime/runner.py", "-"]
+
+
+def test_result_line_of_the_driver_log():
+    from dss_airflow.backends.spark_kubernetes import result_from_log
+
+    log = 'x\n[dss-airflow] result-json: {"status": "success", "outputs": {"out": ["a"]}}\nbye\n'
+    assert result_from_log(log) == {"status": "success", "outputs": {"out": ["a"]}}
+    assert result_from_log("no result here") is None
+
+
+def test_application_uris_run_as_is_without_folders(tmp_path):
+    _, prepared = cluster_run(tmp_path, "operator", application="s3a://jobs/count.py", recipe_params={"n": 1})
+    job = prepared.backend.job(prepared.spec)
+    assert job.main_application_file == "s3a://jobs/count.py" and job.image == CODE_ENV_IMAGE.image
+    assert job.env["DSS_RECIPE_PARAMS"] == '{"n": 1}' and not job.mounts
+    with pytest.raises(ConfigError, match="given by URI runs as is, without managed-folder"):
+        cluster_run(tmp_path / "uri", "operator", application="s3a://jobs/count.py", outputs=["out"])
+
+
+def test_spark_on_kubernetes_needs_an_image_built_for_its_spark_config(catalog, tmp_path):
+    from dss_airflow.images.lookup import image_for
+    from dss_airflow.tasks.base import Placement
+    from dss_airflow.tasks.spark import SparkTask
+
+    resolved = SparkTask(Placement(code_env="spark"), "jobs/count.py", "k8s-spark").resolve(catalog)
+    with pytest.raises(
+        ImageNotBuiltError, match=r"on spark config 'k8s-spark'.*images build spark --config k8s-spark"
+    ):
+        image_for(catalog, resolved)

@@ -14,7 +14,7 @@ from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ConfigError, ImageNotBuiltError
 from dss_airflow.hooks.docker import tls_paths
 from dss_airflow.images.lookup import image_for
-from dss_airflow.spec import HOST_RUNTIME_DIR, ImageRef, RecipeRun, build_recipe_context, build_recipe_spec
+from dss_airflow.spec import HOST_RUNTIME_DIR, Entrypoint, ImageRef, TaskRun, build_context, build_spec
 from dss_airflow.staging import plan_inputs, plan_outputs
 from tests.helpers import BASE_CONFIG, make_project, write_config
 
@@ -26,25 +26,23 @@ def catalog(tmp_path):
     return load_catalog(tmp_path)
 
 
-def recipe_run(catalog, config: str, tmp_path: Path) -> RecipeRun:
+def recipe_run(catalog, config: str, tmp_path: Path, unique: str = "0") -> TaskRun:
     resolved = resolve_execution(catalog, project="demo", execution_config=config, code_env="plain")
-    return RecipeRun(
+    return TaskRun(
         resolved=resolved,
-        recipe=PurePosixPath("recipes/r.py"),
-        language="python",
+        entrypoint=Entrypoint(PurePosixPath("recipes/r.py")),
         inputs=plan_inputs(catalog, {"orders": "raw/2026/orders.csv", "lookup": "raw/lookup.csv"}),
         outputs=plan_outputs(catalog, ["out"], run_key="t-1-abcd"),
         params={"limit": 3},
         run_dir=tmp_path / "run",
         task_labels={"dss_airflow.dag_id": "d", "dss_airflow.task_id": "t", "dss_airflow.run_id": "r"},
+        unique=unique,
     )
 
 
 def test_container_spec_for_docker(catalog, tmp_path):
-    run = recipe_run(catalog, "docker-small", tmp_path)
-    spec = build_recipe_spec(
-        run, layout="container", image=ImageRef("img:1"), worker_uid=0, worker_gid=0, unique="u1"
-    )
+    run = recipe_run(catalog, "docker-small", tmp_path, unique="u1")
+    spec = build_spec(run, layout="container", image=ImageRef("img:1"), worker_uid=0, worker_gid=0)
     assert spec.image == "img:1"
     assert spec.command == ("python3", "/opt/dss-airflow/runtime/runner.py", "/dss/run/context.json")
     assert spec.user == "1000:1000", "a root worker runs containers as the config's non-root user"
@@ -67,19 +65,19 @@ def test_container_spec_for_docker(catalog, tmp_path):
 
 def test_non_root_worker_runs_containers_as_itself(catalog, tmp_path):
     run = recipe_run(catalog, "docker-small", tmp_path)
-    spec = build_recipe_spec(run, layout="container", image=ImageRef("img"), worker_uid=1234, worker_gid=99)
+    spec = build_spec(run, layout="container", image=ImageRef("img"), worker_uid=1234, worker_gid=99)
     assert spec.user == "1234:99"
 
 
 def test_context_paths_follow_the_layout(catalog, tmp_path):
     run = recipe_run(catalog, "docker-small", tmp_path)
-    inside = build_recipe_context(run, "container")
+    inside = build_context(run, "container")
     assert inside["recipe"] == "/dss/project/recipes/r.py"
     assert inside["inputs"] == {"orders": "/dss/in/raw/2026/orders.csv", "lookup": "/dss/in/raw/lookup.csv"}
     assert inside["outputs"] == {"out": "/dss/out/out"}
     assert inside["python_path"] == ["/dss/project/lib"]
     assert inside["params"] == {"limit": 3}
-    host = build_recipe_context(run, "host")
+    host = build_context(run, "host")
     assert host["inputs"]["orders"] == str(tmp_path / "data" / "raw" / "2026" / "orders.csv")
     assert host["outputs"]["out"] == str(tmp_path / "data" / "out" / ".dss-staging" / "t-1-abcd" / "out")
     assert host["result_file"] == str(tmp_path / "run" / "result.json")
@@ -87,7 +85,7 @@ def test_context_paths_follow_the_layout(catalog, tmp_path):
 
 def test_host_spec_for_local(catalog, tmp_path):
     run = recipe_run(catalog, "local", tmp_path)
-    spec = build_recipe_spec(run, layout="host", image=None, local_python="/venv/bin/python")
+    spec = build_spec(run, layout="host", image=None, local_python="/venv/bin/python")
     assert spec.image is None and spec.mounts == () and spec.user is None
     assert spec.command == (
         "/venv/bin/python",
@@ -110,8 +108,8 @@ def test_docker_operator_kwargs_add_hard_limits_runtime_and_gpus(catalog, tmp_pa
     )
     run = recipe_run(catalog, "docker-small", tmp_path)
     resolved = run.resolved.__class__(**{**run.resolved.__dict__, "execution_config": config})
-    spec = build_recipe_spec(
-        RecipeRun(**{**run.__dict__, "resolved": resolved}), layout="container", image=ImageRef("img")
+    spec = build_spec(
+        TaskRun(**{**run.__dict__, "resolved": resolved}), layout="container", image=ImageRef("img")
     )
     kwargs = docker_operator_kwargs(spec, config)
     assert kwargs["host_config_extras"] == {"init": True, "nano_cpus": 1_500_000_000, "runtime": "nvidia"}

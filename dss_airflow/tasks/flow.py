@@ -1,0 +1,139 @@
+"""The one flow every task kind goes through, up to the point where a backend runs it.
+
+``prepare_run``: resolve (task > project > global, permissions) → the kind's plan → the backend of the
+resolved config → paths as that backend's task sees them → the backend's spec. The operator runs the spec
+and hands the result to :func:`finish_run`; ``dss-airflow k8s render`` and a resumed deferrable run call
+``prepare_run`` too, so all three see the same run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from dss_airflow.backends.base import backend_for
+from dss_airflow.errors import ExecutionError
+from dss_airflow.spec import LABEL_PREFIX, TaskRun
+from dss_airflow.tasks.base import Ran
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dss_airflow.backends.base import Backend, RunOptions, RunResult, TaskLog
+    from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.resolve import ResolvedExecution
+    from dss_airflow.spec import ContainerSpec
+    from dss_airflow.tasks.base import TaskKind, TaskPlan
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Which try this is: ``key`` names its staging directories, ``unique`` its container or pod, and
+    ``labels`` identify the task instance (audit, and finding what an earlier try left behind)."""
+
+    key: str
+    unique: str
+    labels: Mapping[str, str]
+
+    @classmethod
+    def of(cls, ti: Any, unique: str | None = None) -> RunKey:
+        """A new try's key, or (``unique`` given) the key of a try being resumed."""
+        unique = unique or secrets.token_hex(4)
+        task_key = f"{ti.task_id}-{getattr(ti, 'try_number', 1)}".replace("/", "_")
+        return cls(key=f"{task_key}-{unique}", unique=unique, labels=task_labels(ti))
+
+
+def task_labels(ti: Any) -> dict[str, str]:
+    """Labels identifying the task instance: for audit and to find leftovers of earlier tries."""
+    labels = {
+        "dag_id": ti.dag_id,
+        "task_id": ti.task_id,
+        "run_id": ti.run_id,
+        "map_index": str(getattr(ti, "map_index", -1)),
+        "try_number": str(getattr(ti, "try_number", 1)),
+    }
+    return {f"{LABEL_PREFIX}.{key}": str(value) for key, value in labels.items()}
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready to start: the kind's plan, where it was resolved to run, its backend and its spec."""
+
+    task: TaskKind
+    resolved: ResolvedExecution
+    plan: TaskPlan
+    backend: Backend
+    spec: ContainerSpec
+    key: RunKey
+
+
+def prepare_run(
+    task: TaskKind,
+    catalog: Catalog,
+    ti: Any,
+    log: TaskLog,
+    options: RunOptions,
+    key: RunKey,
+) -> PreparedRun:
+    """Resolve, plan, choose the backend and build the spec (nothing runs yet)."""
+    resolved = task.resolve(catalog)
+    plan = task.plan(catalog, resolved, ti)
+    log.info(
+        "%s: project %r, code env %r, %s",
+        plan.label[:1].upper() + plan.label[1:],
+        resolved.project_name,
+        resolved.code_env_name,
+        _where(resolved),
+    )
+    backend = backend_for(catalog, resolved, log, options)
+    inputs, outputs = backend.plan_io(plan.inputs, plan.outputs, key.key)
+    run = TaskRun(
+        resolved=resolved,
+        entrypoint=plan.entrypoint,
+        inputs=inputs,
+        outputs=outputs,
+        params=plan.params,
+        run_dir=backend.run_dir(key.key),
+        task_labels=key.labels,
+        env=plan.env,
+        unique=key.unique,
+    )
+    return PreparedRun(task, resolved, plan, backend, backend.prepare(run), key)
+
+
+def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str, Any]:
+    """A failed run raises one error with the task's own error and the backend's; else the kind's XCom."""
+    resolved = prepared.resolved
+    if not run.succeeded:
+        result = run.result or {}
+        reason = result.get("error") or (str(run.failure) if run.failure else "the runner wrote no result")
+        where = f"{resolved.execution_config_name} ({resolved.execution_config.type})"
+        if resolved.spark_config_name:
+            where = f"spark config {resolved.spark_config_name}"
+        raise ExecutionError(
+            f"{prepared.plan.label} failed on {where}: {reason}; "
+            "its managed-folder outputs were left untouched",
+            logs=run.failure.logs if run.failure else [],
+            exit_code=run.failure.exit_code if run.failure else None,
+        )
+    for warning in (run.result or {}).get("warnings", []):
+        log.warning("%s", warning)
+    for ref in prepared.spec.outputs:
+        files = run.promoted.get(ref.name, [])
+        log.info("Output %r: %d file(s) in %s", ref.name, len(files), ref.host_destination)
+    return prepared.task.outcome(Ran(prepared.plan, resolved, prepared.spec, run), log)
+
+
+def _where(resolved: ResolvedExecution) -> str:
+    if resolved.spark_config is not None:
+        config = resolved.spark_config
+        how = "local" if not config.is_cluster else f"kubernetes, {getattr(config, 'mode', '')}"
+        return f"spark config {resolved.spark_config_name!r} ({how})"
+    where = (
+        f"execution config {resolved.execution_config_name!r} ({resolved.execution_config.type}, chosen by "
+        f"the {resolved.selected_by})"
+    )
+    if resolved.cluster_name:
+        where += f", on cluster {resolved.cluster_name!r}"
+    return where
