@@ -280,7 +280,11 @@ class CodeEnv(StrictModel):
         default=None, description="requirements.txt path, relative to the config directory"
     )
     r_packages: list[str] = Field(default_factory=list)
-    build_for: Literal["all"] | list[str] = "all"
+    build_for: Literal["all"] | list[str] = Field(
+        default="all",
+        description="Configs to build images for: 'all' container execution configs, or a list of execution "
+        "configs and kubernetes spark configs",
+    )
     managed: bool = Field(default=True, description="False for an external env (conda path, system python)")
     external_path: str | None = None
     pythonpath: list[str] = Field(default_factory=list, description="Extra PYTHONPATH entries (local only)")
