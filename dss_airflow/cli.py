@@ -18,7 +18,7 @@ from dss_airflow.errors import DSSAirflowError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
 
 def _config_validate(config_dir: Path | None) -> int:
@@ -86,7 +86,7 @@ def _progress_printer(quiet_logs: bool) -> Callable[[str, str, str], None]:
 
 def _images(args: argparse.Namespace) -> int:
     from dss_airflow.config.loader import get_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
     catalog = get_catalog(args.config_dir)
     service = ImageService(catalog, progress=_progress_printer(getattr(args, "quiet", False)))
@@ -102,7 +102,7 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _images_plan(service: ImageService, args: argparse.Namespace) -> int:
-    plan = service.plan(args.envs or None, args.config)
+    plan = service.planner.plan(args.envs or None, args.config)
     for item in plan:
         reasons = "; ".join(item.reasons)
         tag = f" -> {item.tag}" if item.tag else ""
@@ -120,8 +120,8 @@ def _images_build(service: ImageService, args: argparse.Namespace) -> int:
         print("name the code envs to build, or --all", file=sys.stderr)
         return 2
     if args.base:
-        targets = service.targets(envs, args.config)
-        bases = sorted({service.base_name_of(t.config) for t in targets})
+        targets = service.planner.targets(envs, args.config)
+        bases = sorted({service.planner.base_name_of(t.config) for t in targets})
         _build_bases(service, [b for b in bases if service.catalog.base_images[b].buildable], args.force)
     report = service.build(envs, args.config, force=args.force, refresh=args.refresh, jobs=args.jobs)
     print(
@@ -151,7 +151,7 @@ def _images_status(service: ImageService, args: argparse.Namespace) -> int:
 def _images_build_job(service: ImageService, args: argparse.Namespace) -> int:
     import yaml
 
-    from dss_airflow.images.builder import Target
+    from dss_airflow.images.plan import Target
 
     if not args.config or len(args.config) != 1:
         print("name one kubernetes execution config: --config CFG", file=sys.stderr)

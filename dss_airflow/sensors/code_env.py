@@ -70,18 +70,20 @@ class CodeEnvChangeSensor(BaseSensorOperator):
         return names
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from dss_airflow.images.builder import ImageService
+        from dss_airflow.images.ledger import Ledger
+        from dss_airflow.images.plan import Planner
+        from dss_airflow.settings import state_dir
 
-        service = ImageService(get_catalog(self.config_dir))
+        planner = Planner(get_catalog(self.config_dir), Ledger(state_dir()))
         forced = self._forced()
         if forced is not None:
             stale = [
                 {"env": t.env, "config": t.config, "reasons": ["requested"]}
-                for t in service.targets(forced, self.configs)
+                for t in planner.targets(forced, self.configs)
             ]
             self.log.info("Rebuild requested for %s: %d pair(s)", ", ".join(forced), len(stale))
             return PokeReturnValue(is_done=bool(stale), xcom_value=stale)
-        plan = service.plan(self.envs, self.configs, check_base=self.check_base_digests)
+        plan = planner.plan(self.envs, self.configs, check_base=self.check_base_digests)
         for item in plan:
             if item.action == "blocked":
                 self.log.warning("%s cannot be built: %s", item.target, "; ".join(item.reasons))
