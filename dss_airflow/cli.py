@@ -154,10 +154,10 @@ def _images_build_job(service: ImageService, args: argparse.Namespace) -> int:
     from dss_airflow.images.plan import Target
 
     if not args.config or len(args.config) != 1:
-        print("name one kubernetes execution config: --config CFG", file=sys.stderr)
+        print("name one kubernetes execution or spark config: --config CFG", file=sys.stderr)
         return 2
     service.catalog.lookup("code_envs", args.env, field="env")
-    service.catalog.lookup("execution_configs", args.config[0], field="config")
+    service.planner.config(args.config[0], field="config")
     target = Target(args.env, args.config[0])
     if args.apply:
         record = service.build_in_cluster(target, push_secret=args.push_secret)
@@ -262,7 +262,7 @@ def _add_image_arguments(sub: argparse.ArgumentParser, name: str) -> None:
     else:
         sub.add_argument("envs", nargs="*", help="code envs (default: all)")
     if name != "build-base":
-        sub.add_argument("--config", action="append", help="execution config (repeatable)")
+        sub.add_argument("--config", action="append", help="execution or spark config (repeatable)")
     if name in ("build", "build-base"):
         sub.add_argument("--force", action="store_true", help="rebuild even when up to date")
     if name == "build":

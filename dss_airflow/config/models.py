@@ -307,6 +307,11 @@ class CodeEnv(StrictModel):
     def builds_for(self, execution_config: str) -> bool:
         return self.build_for == "all" or execution_config in self.build_for
 
+    def builds_for_spark(self, spark_config: str) -> bool:
+        """Only when named: ``all`` means every execution config, and a spark config's base image must be
+        a Spark image, which an arbitrary env is not built for."""
+        return self.build_for != "all" and spark_config in self.build_for
+
 
 class BootstrapSpec(StrictModel):
     """Air-gapped base image: a Debian rootfs from the host's apt mirror (debootstrap + docker import)."""

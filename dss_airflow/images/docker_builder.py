@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import ImageBuildError
 from dss_airflow.images.envbuild import (
     CACHE_IN_BUILDER,
@@ -226,9 +227,10 @@ class DockerBuilder:
         try:
             api = hook.api_client
         except AirflowNotFoundException as exc:
+            kind = "spark config" if isinstance(config, KubernetesSparkConfig) else "execution config"
             raise ImageBuildError(
                 f"cannot push {tag}: the registry connection {config.registry.connection_id!r} of "
-                f"execution config {target.config!r} is not defined ({exc}); add it, e.g. `airflow "
+                f"{kind} {target.config!r} is not defined ({exc}); add it, e.g. `airflow "
                 f"connections add {config.registry.connection_id} --conn-type docker --conn-host "
                 f"{config.registry.url} --conn-login USER --conn-password ...`"
             ) from exc

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.config.models import KubernetesExecutionConfig
+from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import DSSAirflowError, ExecutionError, ImageBuildError
 from dss_airflow.images.envbuild import ENV_PREFIX, ENV_PYTHON, LOCK_IN_IMAGE
 from dss_airflow.images.identity import IMAGE_REPOSITORY, image_tag
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 #: Pinned, so a rebuild months later uses the same builder.
 BUILDKIT_IMAGE = "moby/buildkit:v0.25.1-rootless"
 BUILDKIT_UID = 1000
+#: Configs whose pairs run in a cluster, so their images can be built there.
+ClusterConfig = KubernetesExecutionConfig | KubernetesSparkConfig
 
 
 def env_dockerfile(*, base_image: str, labels: dict[str, str], uid: int = 1000) -> str:
@@ -178,7 +181,7 @@ def pushed_digest(log_text: str, reference: str) -> str | None:
 
 # ------------------------------------------------------------------------------------ running the Job
 def run_build_job(
-    config: KubernetesExecutionConfig,
+    config: ClusterConfig,
     manifests: Sequence[dict[str, Any]],
     *,
     hook: Any = None,
@@ -262,7 +265,7 @@ class InClusterBuild:
     """
 
     target: Target
-    config: KubernetesExecutionConfig
+    config: ClusterConfig
     registry_url: str
     manifests: list[dict[str, Any]]
     inputs: BuildInputs
@@ -300,9 +303,10 @@ class InClusterBuild:
 def plan_in_cluster(planner: Planner, target: Target, push_secret: str | None = None) -> InClusterBuild:
     """The ConfigMap + Job that build and push the pair's image inside its cluster (no Docker daemon)."""
     config = planner.config(target.config)
-    if not isinstance(config, KubernetesExecutionConfig) or config.registry is None:
+    if not isinstance(config, ClusterConfig) or config.registry is None:
         raise DSSAirflowError(
-            f"{target}: in-cluster builds are for kubernetes execution configs with a registry to push to"
+            f"{target}: in-cluster builds are for kubernetes execution configs (or kubernetes spark "
+            "configs) with a registry to push to"
         )
     secret = push_secret or (config.image_pull_secrets[0] if config.image_pull_secrets else None)
     if secret is None:

@@ -1,6 +1,6 @@
 """Durable build state of code-env images, shared by the CLI, the sensor and the operators.
 
-One JSON record per code env (``images/<env>.json``) holds, for each execution config, the
+One JSON record per code env (``images/<env>.json``) holds, for each execution or spark config, the
 *current* image (what tasks run), the previous ones (for rollback), the last build's status, error and log
 file. Writers take a per-env file lock and replace the record atomically (temp file + rename), so a
 reader — a task starting while a rebuild runs — sees either the old record or the new one, never half of

@@ -1,7 +1,7 @@
 """What an image build would do, and why: the read-only part of code-env images (it builds nothing).
 
-Targets are (code env, execution config) pairs: the container configs an env is built for (``build_for``).
-The planner resolves locks, reads the ledger and the base
+Targets are (code env, config) pairs: the container execution configs an env is built for (``build_for``),
+and the kubernetes spark configs it names there. The planner resolves locks, reads the ledger and the base
 images' digests on their daemons, and decides whether a build may start from the pair's previous image.
 """
 
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from dss_airflow.config.catalog import resolve_path
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
-from dss_airflow.errors import DSSAirflowError, ImageBuildError
+from dss_airflow.config.spark import KubernetesSparkConfig
+from dss_airflow.errors import DSSAirflowError, ImageBuildError, UnknownNameError
 from dss_airflow.hooks.docker import DEFAULT_DOCKER_HOST, docker_client
 from dss_airflow.images.identity import (
     BuildInputs,
@@ -34,11 +35,12 @@ if TYPE_CHECKING:
     import docker
 
     from dss_airflow.config.catalog import Catalog
-    from dss_airflow.config.models import BaseImage, CodeEnv
+    from dss_airflow.config.models import BaseImage, CodeEnv, ExecutionConfig
+    from dss_airflow.config.spark import SparkConfig
     from dss_airflow.images.ledger import Ledger
 
 #: A config whose pairs run code-env images (and so get them built).
-ImageConfig = DockerExecutionConfig | KubernetesExecutionConfig
+ImageConfig = DockerExecutionConfig | KubernetesExecutionConfig | KubernetesSparkConfig
 #: (event, "env/config" or image tag, message): build progress for the CLI and the task log.
 ProgressCallback = Callable[[str, str, str], None]
 #: Incremental builds stack one layer on the previous image; after this many, the next build is full.
@@ -47,7 +49,7 @@ MAX_INCREMENTS = 5
 
 @dataclass(frozen=True)
 class Target:
-    """One (code env, execution config) pair that needs an image."""
+    """One (code env, execution or spark config) pair that needs an image."""
 
     env: str
     config: str
@@ -86,6 +88,12 @@ def _pins(lock_text: str) -> dict[str, str]:
     return pins
 
 
+def _needs_image(env: CodeEnv, name: str, config: ExecutionConfig | SparkConfig) -> bool:
+    if isinstance(config, KubernetesSparkConfig):
+        return env.builds_for_spark(name)
+    return isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig) and env.builds_for(name)
+
+
 class DockerClients:
     """One low-level client per daemon, created on first use and shared by the build threads."""
 
@@ -108,18 +116,28 @@ class Planner:
         self.ledger = ledger
         self.clients = DockerClients()
         self.runtime_digest = runtime_digest()
+        self._configs: dict[str, ExecutionConfig | SparkConfig] = {
+            **catalog.execution_configs,
+            **catalog.spark_configs,
+        }
         self._digests: dict[tuple[str, str], str | None] = {}
 
     # --------------------------------------------------------------------------------- configs
+    def _named(self, name: str, *, field: str | None = None) -> ExecutionConfig | SparkConfig:
+        """Execution and spark configs share one name space (``build_for``, the ledger's keys)."""
+        if name not in self._configs:
+            raise UnknownNameError("execution or spark config", name, self._configs, field=field)
+        return self._configs[name]
+
     def config(self, name: str, *, field: str | None = None) -> ImageConfig:
-        """A config that runs code-env images (docker, kubernetes)."""
-        config = self.catalog.lookup("execution_configs", name, field=field)
+        """A config that runs code-env images (docker, kubernetes, kubernetes spark)."""
+        config = self._named(name, field=field)
         if not isinstance(config, ImageConfig):
             raise DSSAirflowError(f"{name!r} is a {config.type} config: its tasks run no code-env image")
         return config
 
     def daemon_of(self, config_name: str) -> str:
-        """The daemon that builds for a config: its own for docker, the local one for kubernetes."""
+        """The daemon that builds for a config: its own for docker, the local one for kubernetes ones."""
         config = self.config(config_name)
         return config.docker_host if isinstance(config, DockerExecutionConfig) else DEFAULT_DOCKER_HOST
 
@@ -147,20 +165,18 @@ class Planner:
     def targets(
         self, envs: Iterable[str] | None = None, configs: Iterable[str] | None = None
     ) -> list[Target]:
-        """Pairs that need images: container configs each env is built for (``build_for``)."""
+        """Pairs that need images: the container configs each env is built for (``build_for``; kubernetes
+        spark configs only when named there, since their base must be a Spark image)."""
         env_names = list(envs) if envs is not None else sorted(self.catalog.code_envs)
-        config_names = list(configs) if configs is not None else sorted(self.catalog.execution_configs)
+        config_names = list(configs) if configs is not None else sorted(self._configs)
         for name in env_names:
             self.catalog.lookup("code_envs", name, field="env")
-        for name in config_names:
-            self.catalog.lookup("execution_configs", name, field="config")
+        named = [(name, self._named(name, field="config")) for name in config_names]
         return [
-            Target(env, config)
+            Target(env, name)
             for env in env_names
-            for config in config_names
-            if self.catalog.execution_configs[config].is_container
-            and self.catalog.code_envs[env].managed
-            and self.catalog.code_envs[env].builds_for(config)
+            for name, config in named
+            if self.catalog.code_envs[env].managed and _needs_image(self.catalog.code_envs[env], name, config)
         ]
 
     # ---------------------------------------------------------------------------------- inputs
@@ -198,7 +214,7 @@ class Planner:
     def blocked(self, target: Target, *, check_base: bool = True) -> str | None:
         """Why the pair cannot be built at all, or None."""
         config = self.config(target.config)
-        if isinstance(config, KubernetesExecutionConfig) and config.registry is None:
+        if not isinstance(config, DockerExecutionConfig) and config.registry is None:
             return "kubernetes config without a registry: the cluster could not pull the image"
         if check_base and self.base_digest(target.config) is None:
             base = self.base_of(target.config)

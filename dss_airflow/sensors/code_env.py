@@ -1,4 +1,4 @@
-"""CodeEnvChangeSensor: which (code env, execution config) images are stale, compared with the ledger.
+"""CodeEnvChangeSensor: which (code env, execution or spark config) images are stale, per the ledger.
 
 It watches what changes an image — package lists and requirements files, resources, R packages, and the
 base image *digest* (a base re-pushed under the same tag makes its envs stale) — by asking the image
@@ -27,7 +27,8 @@ class CodeEnvChangeSensor(BaseSensorOperator):
     """Succeed with the list of stale pairs, ``[{"env", "config", "reasons"}]``, as soon as there is one.
 
     :param envs: code envs to watch (default: all)
-    :param configs: execution configs to watch (default: all container configs)
+    :param configs: configs to watch (default: all container execution configs and kubernetes spark
+        configs the envs are built for)
     :param check_base_digests: also compare base image digests (one Docker call per base image)
     :param force_envs: report these envs as stale without looking (``"all"`` for every env): how an admin's
         "rebuild env X" trigger goes through the same DAG (templated, e.g. ``"{{ params.env }}"``;

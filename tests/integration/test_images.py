@@ -210,6 +210,41 @@ def test_push_to_registry_with_connection_credentials_and_run_by_digest(
     assert run_recipe(config_dir, "six", "pushed", "six", "six")["version"] == "1.16.0"
 
 
+def test_a_kubernetes_spark_config_gets_the_env_image_pushed_by_digest(
+    config_dir, registry, monkeypatch, capsys
+):
+    """A spark config named in build_for is a target: built on the local daemon from the spark config's
+    base image, pushed to its registry and recorded by digest (its own base here: nothing can be pulled)."""
+    from dss_airflow.cli import main
+
+    login = {"login": registry["login"], "password": registry["password"]}
+    connection = {"conn_type": "docker", "host": registry["url"], **login}
+    monkeypatch.setenv("AIRFLOW_CONN_DSS_TEST_REGISTRY", json.dumps(connection))
+    spark = f"""
+        spark_configs:
+          k8s-spark:
+            type: kubernetes
+            base_image: base
+            registry: {{url: "{registry["url"]}", connection_id: dss_test_registry}}
+        code_envs:
+          sparky: {{packages: ["six==1.16.0"], build_for: [k8s-spark]}}
+        """
+    write_config(config_dir.path, {"spark.yaml": spark})
+    images = service(config_dir)
+    assert [(str(i.target), i.action) for i in images.planner.plan(envs=["sparky"])] == [
+        ("sparky/k8s-spark", "build")
+    ]
+    report = images.build(envs=["sparky"])
+    assert report.ok, report.failed
+    assert report.switched == [Target("sparky", "k8s-spark")]
+    record = images.ledger.pair("sparky", "k8s-spark").current
+    assert record is not None
+    assert record.image.startswith(f"{registry['url']}/dss-code-envs@sha256:"), "runs by digest"
+    assert [i.action for i in service(config_dir).planner.plan(envs=["sparky"])] == ["up to date"]
+    assert main(["images", "status", "sparky", "--config-dir", str(config_dir)]) == 0
+    assert f"sparky/k8s-spark: ok; current {record.image}" in capsys.readouterr().out
+
+
 def test_base_image_from_an_upstream_image_with_fragments(tmp_path, base_image, docker_client):
     """`from:` builds a Dockerfile on an upstream image (here our own base: nothing can be pulled here)."""
     from dss_airflow.images.base import build_base_image
