@@ -6,7 +6,8 @@ Run by hand (needs a Docker engine, the base image — scripts/ensure-base-image
 
 1. ``plan`` for N code envs x 3 docker execution configs with nothing to do (goal: <= 1 s, zero builds).
    The ledger is seeded with records whose build hashes match the plan's inputs, so no image is built; each
-   timed run loads the catalog and plans in a fresh ImageService (cold base-digest cache, new Docker client).
+   timed run loads the catalog and plans in a fresh ImageService's planner (cold base-digest cache, new
+   Docker client), as `dss-airflow images plan` does.
 2. A code env with pandas, built cold (empty uv caches, no image with that hash), then rebuilt after one
    package is added, with the same uv cache (goal: warm <= 0.3x cold).
 
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dss_airflow.images.builder import BuildReport, ImageService
+    from dss_airflow.images.service import BuildReport, ImageService
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,22 +107,23 @@ def write_config(directory: Path, configs: dict[str, str], envs: dict[str, list[
 
 def seed_up_to_date(service: ImageService) -> int:
     """Ledger records for every pair, as if each had been built: build hashes computed, nothing built."""
-    from dss_airflow.images.builder import Target
     from dss_airflow.images.identity import image_tag
     from dss_airflow.images.ledger import ImageRecord, PairState, switch_current
+    from dss_airflow.images.plan import Target
 
     by_env: dict[str, list[str]] = {}
-    for target in service.targets():
+    planner = service.planner
+    for target in planner.targets():
         by_env.setdefault(target.env, []).append(target.config)
     for env_name, configs in by_env.items():
         with service.ledger.update(env_name) as pairs:
             for config in configs:
-                base_digest = service.base_digest(config)
+                base_digest = planner.base_digest(config)
                 if base_digest is None:
                     raise SystemExit(f"{BASE_IMAGE} is missing: run scripts/ensure-base-image.sh")
                 target = Target(env_name, config)
-                lock = service.lock_of(target)
-                inputs = service._inputs(target, lock.sha256, base_digest)
+                lock = planner.lock_of(target)
+                inputs = planner.inputs(target, lock.sha256, base_digest)
                 tag = image_tag(env_name, inputs.build_hash())
                 record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag)
                 switch_current(pairs.setdefault(config, PairState()), record)
@@ -130,7 +132,7 @@ def seed_up_to_date(service: ImageService) -> int:
 
 def plan_benchmark(root: Path, envs: int, runs: int) -> None:
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
     configs = {f"docker-{memory}": memory for memory in MEMORY_LIMITS}
     env_packages = {f"env-{i:04d}": PINNED_LISTS[i % len(PINNED_LISTS)] for i in range(envs)}
@@ -146,7 +148,7 @@ def plan_benchmark(root: Path, envs: int, runs: int) -> None:
         start = time.perf_counter()
         catalog = load_catalog(config_dir)
         loaded = time.perf_counter()
-        items = ImageService(catalog, progress=quiet).plan()
+        items = ImageService(catalog, progress=quiet).planner.plan()
         end = time.perf_counter()
         not_up_to_date = [
             f"{item.target}: {item.action} {item.reasons}" for item in items if item.action != "up to date"
@@ -160,7 +162,7 @@ def plan_benchmark(root: Path, envs: int, runs: int) -> None:
         f"plan, {envs} envs x {len(configs)} configs = {pairs} pairs, all up to date, 0 builds:"
         f" {total:.3f} s (goal <= 1 s; median of {runs}, min {min(totals):.3f} s, max {max(totals):.3f} s)"
     )
-    print(f"  of which load_catalog {total - plan:.3f} s, ImageService.plan {plan:.3f} s (medians)")
+    print(f"  of which load_catalog {total - plan:.3f} s, Planner.plan {plan:.3f} s (medians)")
 
 
 def poke_benchmark(root: Path, envs: int, runs: int) -> None:
@@ -170,7 +172,7 @@ def poke_benchmark(root: Path, envs: int, runs: int) -> None:
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
     from dss_airflow.sensors.code_env import CodeEnvChangeSensor
 
     ExecutorSafeguard.test_mode = True
@@ -225,7 +227,7 @@ def rebuild_benchmark(root: Path) -> None:
     import docker
 
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
     env = f"bench-{uuid.uuid4().hex[:10]}"
     os.environ["DSS_AIRFLOW_CACHE"] = str(root / "rebuild-cache")  # empty uv cache for the builder

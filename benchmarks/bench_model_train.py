@@ -89,7 +89,7 @@ def main() -> None:
     from airflow.sdk.bases.operator import ExecutorSafeguard
 
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
     from dss_airflow.operators.model import DSSTrainModelOperator
 
     ExecutorSafeguard.test_mode = True  # operators are executed directly here, as in Airflow's own tests

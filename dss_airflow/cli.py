@@ -18,7 +18,7 @@ from dss_airflow.errors import DSSAirflowError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
 
 def _config_validate(config_dir: Path | None) -> int:
@@ -86,7 +86,7 @@ def _progress_printer(quiet_logs: bool) -> Callable[[str, str, str], None]:
 
 def _images(args: argparse.Namespace) -> int:
     from dss_airflow.config.loader import get_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
     catalog = get_catalog(args.config_dir)
     service = ImageService(catalog, progress=_progress_printer(getattr(args, "quiet", False)))
@@ -102,7 +102,7 @@ def _images(args: argparse.Namespace) -> int:
 
 
 def _images_plan(service: ImageService, args: argparse.Namespace) -> int:
-    plan = service.plan(args.envs or None, args.config)
+    plan = service.planner.plan(args.envs or None, args.config)
     for item in plan:
         reasons = "; ".join(item.reasons)
         tag = f" -> {item.tag}" if item.tag else ""
@@ -120,8 +120,8 @@ def _images_build(service: ImageService, args: argparse.Namespace) -> int:
         print("name the code envs to build, or --all", file=sys.stderr)
         return 2
     if args.base:
-        targets = service.targets(envs, args.config)
-        bases = sorted({service.base_name_of(t.config) for t in targets})
+        targets = service.planner.targets(envs, args.config)
+        bases = sorted({service.planner.base_name_of(t.config) for t in targets})
         _build_bases(service, [b for b in bases if service.catalog.base_images[b].buildable], args.force)
     report = service.build(envs, args.config, force=args.force, refresh=args.refresh, jobs=args.jobs)
     print(
@@ -151,13 +151,13 @@ def _images_status(service: ImageService, args: argparse.Namespace) -> int:
 def _images_build_job(service: ImageService, args: argparse.Namespace) -> int:
     import yaml
 
-    from dss_airflow.images.builder import Target
+    from dss_airflow.images.plan import Target
 
     if not args.config or len(args.config) != 1:
-        print("name one kubernetes execution config: --config CFG", file=sys.stderr)
+        print("name one kubernetes execution or spark config: --config CFG", file=sys.stderr)
         return 2
     service.catalog.lookup("code_envs", args.env, field="env")
-    service.catalog.lookup("execution_configs", args.config[0], field="config")
+    service.planner.config(args.config[0], field="config")
     target = Target(args.env, args.config[0])
     if args.apply:
         record = service.build_in_cluster(target, push_secret=args.push_secret)
@@ -262,7 +262,7 @@ def _add_image_arguments(sub: argparse.ArgumentParser, name: str) -> None:
     else:
         sub.add_argument("envs", nargs="*", help="code envs (default: all)")
     if name != "build-base":
-        sub.add_argument("--config", action="append", help="execution config (repeatable)")
+        sub.add_argument("--config", action="append", help="execution or spark config (repeatable)")
     if name in ("build", "build-base"):
         sub.add_argument("--force", action="store_true", help="rebuild even when up to date")
     if name == "build":

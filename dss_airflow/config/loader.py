@@ -296,10 +296,8 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
     for typed_section in TYPED_SECTIONS:  # container execution configs and kubernetes spark configs
         for name, config in getattr(catalog, typed_section).items():
             check("base_images", getattr(config, "base_image", None), (typed_section, name, "base_image"))
+    _check_build_for(catalog, out)
     for name, env in catalog.code_envs.items():
-        if env.build_for != "all":
-            for index, target in enumerate(env.build_for):
-                check("execution_configs", target, ("code_envs", name, "build_for", str(index)))
         if env.requirements_file:
             _check_requirements_file(catalog, name, env.requirements_file, out)
     for name, project in catalog.projects.items():
@@ -328,6 +326,36 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
         check("code_envs", model.code_env, ("models", name, "code_env"))
     check("projects", catalog.defaults.project, ("defaults", "project"))
     check("clusters", catalog.defaults.cluster, ("defaults", "cluster"))
+
+
+def _check_build_for(catalog: Catalog, out: _Collector) -> None:
+    """``build_for`` names execution configs and spark configs, which therefore share one name space (the
+    image ledger keys pairs by it too): a name defined as both is refused."""
+    for name in sorted(catalog.execution_configs.keys() & catalog.spark_configs.keys()):
+        file, line = catalog.where("spark_configs", name)
+        if ("execution_configs", name) in catalog.locations:
+            first_file, first_line = catalog.where("execution_configs", name)
+            other = f"an execution config at {first_file}:{first_line}"
+        else:
+            other = "the built-in execution config"
+        out.add(
+            f"spark config {name!r} has the name of {other}",
+            file=file,
+            line=line,
+            field=f"spark_configs.{name}",
+            fix="rename one of them: code envs' build_for and the image ledger name both kinds alike",
+        )
+    configs = {**catalog.execution_configs, **catalog.spark_configs}
+    for env_name, env in catalog.code_envs.items():
+        for index, name in enumerate(env.build_for if env.build_for != "all" else []):
+            if name not in configs:
+                at = ("code_envs", env_name, "build_for", str(index))
+                file, line = catalog.where(*at)
+                out.errors.append(
+                    UnknownNameError(
+                        "execution or spark config", name, configs, field=".".join(at), file=file, line=line
+                    )
+                )
 
 
 def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out: _Collector) -> None:

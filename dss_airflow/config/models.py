@@ -280,7 +280,11 @@ class CodeEnv(StrictModel):
         default=None, description="requirements.txt path, relative to the config directory"
     )
     r_packages: list[str] = Field(default_factory=list)
-    build_for: Literal["all"] | list[str] = "all"
+    build_for: Literal["all"] | list[str] = Field(
+        default="all",
+        description="Configs to build images for: 'all' container execution configs, or a list of execution "
+        "configs and kubernetes spark configs",
+    )
     managed: bool = Field(default=True, description="False for an external env (conda path, system python)")
     external_path: str | None = None
     pythonpath: list[str] = Field(default_factory=list, description="Extra PYTHONPATH entries (local only)")
@@ -302,6 +306,11 @@ class CodeEnv(StrictModel):
 
     def builds_for(self, execution_config: str) -> bool:
         return self.build_for == "all" or execution_config in self.build_for
+
+    def builds_for_spark(self, spark_config: str) -> bool:
+        """Only when named: ``all`` means every execution config, and a spark config's base image must be
+        a Spark image, which an arbitrary env is not built for."""
+        return self.build_for != "all" and spark_config in self.build_for
 
 
 class BootstrapSpec(StrictModel):

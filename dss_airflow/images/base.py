@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 
 from dss_airflow.config.catalog import resolve_path
 from dss_airflow.errors import DSSAirflowError
+from dss_airflow.hooks.docker import DEFAULT_DOCKER_HOST
 from dss_airflow.images.dockerfile import base_dockerfile
 
 if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.models import BaseImage
-    from dss_airflow.images.builder import ProgressCallback
+    from dss_airflow.images.plan import ProgressCallback
 
 HASH_LABEL = "dss_airflow.base_hash"
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def _fragment(catalog: Catalog, path: str | None) -> str | None:

@@ -1,10 +1,13 @@
 """Code-env image builds inside a Kubernetes cluster that has no Docker daemon: a rootless BuildKit Job.
 
-Pure rendering (no cluster needed): a ConfigMap holding the build context (Dockerfile, lock, runtime) and
-a Job running ``buildctl-daemonless.sh`` from the rootless BuildKit image, which pushes
+A ConfigMap holding the build context (Dockerfile, lock, runtime) and a Job running
+``buildctl-daemonless.sh`` from the rootless BuildKit image, which pushes
 ``<registry>/dss-code-envs:<env>-<hash12>`` with the credentials of an image-pull/push secret
 (a ``kubernetes.io/dockerconfigjson`` secret, never YAML). Kaniko is archived; BuildKit rootless needs no
 privileged container (only unconfined seccomp/AppArmor, as its documentation says).
+
+Rendering needs no cluster (``images build-job``); running the Job (``--apply``) follows it through the
+provider hook and reads the pushed digest from its log, so pods run the image by digest.
 """
 
 from __future__ import annotations
@@ -13,26 +16,33 @@ import logging
 import re
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.errors import ExecutionError
+from dss_airflow.config.models import KubernetesExecutionConfig
+from dss_airflow.config.spark import KubernetesSparkConfig
+from dss_airflow.errors import DSSAirflowError, ExecutionError, ImageBuildError
 from dss_airflow.images.envbuild import ENV_PREFIX, ENV_PYTHON, LOCK_IN_IMAGE
-from dss_airflow.images.identity import IMAGE_REPOSITORY
+from dss_airflow.images.identity import IMAGE_REPOSITORY, image_tag
+from dss_airflow.images.ledger import ImageRecord
 from dss_airflow.k8s_names import dns_label, label_value
 from dss_airflow.runtime import runtime_files
 from dss_airflow.spec import RUNTIME_DIR
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
-    from dss_airflow.config.models import KubernetesExecutionConfig
+    from dss_airflow.images.identity import BuildInputs, Lock
+    from dss_airflow.images.plan import Planner, Target
 
 log = logging.getLogger(__name__)
 
 #: Pinned, so a rebuild months later uses the same builder.
 BUILDKIT_IMAGE = "moby/buildkit:v0.25.1-rootless"
 BUILDKIT_UID = 1000
+#: Configs whose pairs run in a cluster, so their images can be built there.
+ClusterConfig = KubernetesExecutionConfig | KubernetesSparkConfig
 
 
 def env_dockerfile(*, base_image: str, labels: dict[str, str], uid: int = 1000) -> str:
@@ -171,7 +181,7 @@ def pushed_digest(log_text: str, reference: str) -> str | None:
 
 # ------------------------------------------------------------------------------------ running the Job
 def run_build_job(
-    config: KubernetesExecutionConfig,
+    config: ClusterConfig,
     manifests: Sequence[dict[str, Any]],
     *,
     hook: Any = None,
@@ -243,3 +253,77 @@ def _job_logs(core: Any, name: str, namespace: str) -> str:
         str(core.read_namespaced_pod_log(name=pod.metadata.name, namespace=namespace, container="buildkit"))
         for pod in pods
     )
+
+
+# ------------------------------------------------------------------------------------- one pair's build
+@dataclass(frozen=True)
+class InClusterBuild:
+    """The in-cluster build of one pair: its manifests, and what its image is built from.
+
+    The base image is referenced as configured (the cluster must be able to pull it); the lock is the one
+    ``images build`` would use, so both builders install the same packages.
+    """
+
+    target: Target
+    config: ClusterConfig
+    registry_url: str
+    manifests: list[dict[str, Any]]
+    inputs: BuildInputs
+    lock: Lock
+
+    @property
+    def tag(self) -> str:
+        return image_tag(self.target.env, self.inputs.build_hash())
+
+    @property
+    def job(self) -> str:
+        metadata = self.manifests[1]["metadata"]
+        return f"{metadata['namespace']}/{metadata['name']}"
+
+    def run(self, log_file: Path, run_job: Callable[..., str] | None = None) -> ImageRecord:
+        """Run the Job (``run_job``, default :func:`run_build_job`; tests pass their own) and return the
+        record of the image it pushed, by digest. A failure (Job failed or timed out, no digest in its
+        log) raises ImageBuildError with the log tail, also written to ``log_file``."""
+        reference = f"{self.registry_url}/{self.tag}"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            logs = (run_job or run_build_job)(self.config, self.manifests)
+            log_file.write_text(logs, encoding="utf-8")
+            digest = pushed_digest(logs, reference)
+            if digest is None:
+                raise ImageBuildError(f"{self.target}: the build job's log names no pushed {reference}")
+        except DSSAirflowError as exc:
+            tail = getattr(exc, "logs", [])
+            log_file.write_text("\n".join(tail), encoding="utf-8")
+            raise ImageBuildError(str(exc), logs=tail, log_file=log_file) from exc
+        image = f"{reference.rpartition(':')[0]}@{digest}"
+        return ImageRecord.built_from(self.inputs, self.lock, image=image, tag=self.tag)
+
+
+def plan_in_cluster(planner: Planner, target: Target, push_secret: str | None = None) -> InClusterBuild:
+    """The ConfigMap + Job that build and push the pair's image inside its cluster (no Docker daemon)."""
+    config = planner.config(target.config)
+    if not isinstance(config, ClusterConfig) or config.registry is None:
+        raise DSSAirflowError(
+            f"{target}: in-cluster builds are for kubernetes execution configs (or kubernetes spark "
+            "configs) with a registry to push to"
+        )
+    secret = push_secret or (config.image_pull_secrets[0] if config.image_pull_secrets else None)
+    if secret is None:
+        raise DSSAirflowError(
+            f"{target}: name the dockerconfigjson secret that may push to {config.registry.url} "
+            "(--push-secret, or image_pull_secrets on the config)"
+        )
+    base = planner.base_of(target.config)
+    lock = planner.lock_of(target)
+    inputs = planner.inputs(target, lock.sha256, base_digest=base.image)
+    manifests = build_job_manifests(
+        env_name=target.env,
+        build_hash=inputs.build_hash(),
+        lock_text=lock.text,
+        base_image=base.image,
+        registry_url=config.registry.url,
+        namespace=config.namespace,
+        push_secret=secret,
+    )
+    return InClusterBuild(target, config, config.registry.url, manifests, inputs, lock)

@@ -1,9 +1,11 @@
 """Durable build state of code-env images, shared by the CLI, the sensor and the operators.
 
-One JSON record per code env (``images/<env>.json``) holds, for each execution config, the *current*
-image (what tasks run), the previous ones (for rollback), the last build's status, error and log file.
-Writers take a per-env file lock and replace the record atomically (temp file + rename), so a reader —
-a task starting while a rebuild runs — sees either the old record or the new one, never half of one.
+One JSON record per code env (``images/<env>.json``) holds, for each execution or spark config, the
+*current* image (what tasks run), the previous ones (for rollback), the last build's status, error and log
+file. Writers take a per-env file lock and replace the record atomically (temp file + rename), so a
+reader — a task starting while a rebuild runs — sees either the old record or the new one, never half of
+one. The state transitions (switch, failure, rollback) and which superseded images may go are here too;
+removing an image is the builder's business.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import contextlib
 import fcntl
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from dss_airflow.errors import DSSAirflowError
 from dss_airflow.images.identity import BuildInputs, Lock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator, Sequence
     from pathlib import Path
 
 #: How many superseded images are kept for `dss-airflow images rollback`; older ones are removed.
@@ -163,6 +166,40 @@ class Ledger:
     def envs(self) -> list[str]:
         return sorted(p.stem for p in self.records.glob("*.json")) if self.records.is_dir() else []
 
+    # ------------------------------------------------------------------------------ transitions
+    def switch(self, env: str, config: str, record: ImageRecord, *, log_file: Path) -> list[ImageRecord]:
+        """Make ``record`` the pair's current image (the previous ones kept for rollback); returns the
+        superseded images that no pair of the env uses any more, which the caller may remove."""
+        with self.update(env) as pairs:
+            state = pairs.setdefault(config, PairState())
+            dropped = switch_current(state, record)
+            state.last_log = str(log_file)
+        return unused(pairs, dropped)
+
+    def record_failure(self, env: str, config: str, error: str, log_file: Path | None) -> None:
+        """A failed resolution, build, smoke test or push: the current image stays."""
+        with self.update(env) as pairs:
+            state = pairs.setdefault(config, PairState())
+            state.status, state.last_error, state.updated_at = "failed", error, now()
+            if log_file is not None:
+                state.last_log = str(log_file)
+
+    def rollback(self, env: str, configs: Iterable[str] | None = None) -> dict[str, ImageRecord]:
+        """Make the most recent previous image current again (the current one becomes previous)."""
+        done: dict[str, ImageRecord] = {}
+        with self.update(env) as pairs:
+            for config in list(configs) if configs is not None else sorted(pairs):
+                state = pairs.get(config)
+                if state is None or not state.previous:
+                    raise DSSAirflowError(f"{env}/{config}: no previous image to roll back to")
+                target_record = state.previous.pop(0)
+                if state.current is not None:
+                    state.previous.insert(0, state.current)
+                state.current = replace(target_record)
+                state.status, state.last_error, state.updated_at = "rolled back", None, now()
+                done[config] = target_record
+        return done
+
 
 def _pair_json(state: PairState) -> dict[str, Any]:
     return {
@@ -184,3 +221,13 @@ def switch_current(state: PairState, record: ImageRecord, keep: int = KEEP_PREVI
     state.status, state.last_error, state.updated_at = "ok", None, now()
     dropped, state.previous = state.previous[keep:], state.previous[:keep]
     return dropped
+
+
+def unused(pairs: dict[str, PairState], dropped: Sequence[ImageRecord]) -> list[ImageRecord]:
+    """Of the ``dropped`` records, those no pair of the env still runs or keeps for rollback."""
+    in_use = {
+        record.tag
+        for state in pairs.values()
+        for record in ([state.current] if state.current else []) + state.previous
+    }
+    return [record for record in dropped if record.tag not in in_use]

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from dss_airflow.images.builder import Target
+    from dss_airflow.images.plan import Target
 
 
 class DSSRebuildCodeEnvImagesOperator(BaseOperator):
@@ -54,7 +54,7 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
         self.config_dir = config_dir
 
     def _targets(self) -> list[Target]:
-        from dss_airflow.images.builder import Target
+        from dss_airflow.images.plan import Target
 
         pairs = self.pairs
         if isinstance(pairs, str):  # an XCom rendered as text
@@ -65,7 +65,7 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from dss_airflow.images.base import build_base_image
-        from dss_airflow.images.builder import ImageService
+        from dss_airflow.images.service import ImageService
 
         targets = self._targets()
         if not targets:
@@ -76,7 +76,7 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
             progress=lambda event, subject, message: self.log.info("%s %s: %s", event, subject, message),
         )
         if self.build_base:
-            for name in sorted({service.base_name_of(t.config) for t in targets}):
+            for name in sorted({service.planner.base_name_of(t.config) for t in targets}):
                 if service.catalog.base_images[name].buildable:
                     build_base_image(service.catalog, name, progress=service.progress)
         report = service.build(targets=targets, jobs=self.jobs)

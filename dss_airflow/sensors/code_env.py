@@ -1,4 +1,4 @@
-"""CodeEnvChangeSensor: which (code env, execution config) images are stale, compared with the ledger.
+"""CodeEnvChangeSensor: which (code env, execution or spark config) images are stale, per the ledger.
 
 It watches what changes an image — package lists and requirements files, resources, R packages, and the
 base image *digest* (a base re-pushed under the same tag makes its envs stale) — by asking the image
@@ -27,7 +27,8 @@ class CodeEnvChangeSensor(BaseSensorOperator):
     """Succeed with the list of stale pairs, ``[{"env", "config", "reasons"}]``, as soon as there is one.
 
     :param envs: code envs to watch (default: all)
-    :param configs: execution configs to watch (default: all container configs)
+    :param configs: configs to watch (default: all container execution configs and kubernetes spark
+        configs the envs are built for)
     :param check_base_digests: also compare base image digests (one Docker call per base image)
     :param force_envs: report these envs as stale without looking (``"all"`` for every env): how an admin's
         "rebuild env X" trigger goes through the same DAG (templated, e.g. ``"{{ params.env }}"``;
@@ -70,18 +71,20 @@ class CodeEnvChangeSensor(BaseSensorOperator):
         return names
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from dss_airflow.images.builder import ImageService
+        from dss_airflow.images.ledger import Ledger
+        from dss_airflow.images.plan import Planner
+        from dss_airflow.settings import state_dir
 
-        service = ImageService(get_catalog(self.config_dir))
+        planner = Planner(get_catalog(self.config_dir), Ledger(state_dir()))
         forced = self._forced()
         if forced is not None:
             stale = [
                 {"env": t.env, "config": t.config, "reasons": ["requested"]}
-                for t in service.targets(forced, self.configs)
+                for t in planner.targets(forced, self.configs)
             ]
             self.log.info("Rebuild requested for %s: %d pair(s)", ", ".join(forced), len(stale))
             return PokeReturnValue(is_done=bool(stale), xcom_value=stale)
-        plan = service.plan(self.envs, self.configs, check_base=self.check_base_digests)
+        plan = planner.plan(self.envs, self.configs, check_base=self.check_base_digests)
         for item in plan:
             if item.action == "blocked":
                 self.log.warning("%s cannot be built: %s", item.target, "; ".join(item.reasons))

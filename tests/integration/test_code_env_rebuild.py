@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from dss_airflow.config.loader import load_catalog
-from dss_airflow.images.builder import ImageService
+from dss_airflow.images.service import ImageService
 from dss_airflow.sensors.code_env import CodeEnvChangeSensor
 from tests.helpers import fake_context, make_project, write_config
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from dss_airflow.config.loader import load_catalog
-from dss_airflow.images.builder import ImageService, Target
+from dss_airflow.images.plan import Target
+from dss_airflow.images.service import ImageService
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
 from tests.helpers import fake_context, make_project, write_config
 
@@ -85,7 +86,7 @@ def run_recipe(config_dir, env: str, config: str, package: str, distribution: st
 
 def test_build_plan_rebuild_cycle(config_dir, docker_client):
     images = service(config_dir)
-    assert {(i.target.env, i.target.config, i.action) for i in images.plan()} == {
+    assert {(i.target.env, i.target.config, i.action) for i in images.planner.plan()} == {
         ("attrs", "d1", "build"),
         ("six", "d1", "build"),
         ("six", "d2", "build"),
@@ -102,7 +103,7 @@ def test_build_plan_rebuild_cycle(config_dir, docker_client):
     assert labels["dss_airflow.lock_sha256"] == record.lock_sha256
     assert (
         labels["org.opencontainers.image.base.digest"]
-        == docker_client.images.get(images.base_of("d1").image).id
+        == docker_client.images.get(images.planner.base_of("d1").image).id
     )
     assert docker_client.images.get(record.tag).attrs["Config"]["User"] == "1000:1000"
     baked = docker_client.containers.run(record.tag, ["ls", "/opt/dss-airflow/runtime"], remove=True).decode()
@@ -113,7 +114,7 @@ def test_build_plan_rebuild_cycle(config_dir, docker_client):
 
     config_dir.write(attrs="attrs==25.3.0")
     images = service(config_dir)
-    plan = images.plan()
+    plan = images.planner.plan()
     assert [(str(i.target), i.reasons) for i in plan if i.action == "build"] == [
         ("attrs/d1", ["package list changed"])
     ]
@@ -121,7 +122,7 @@ def test_build_plan_rebuild_cycle(config_dir, docker_client):
     assert (
         third.ok and len(third.built) + len(third.reused) == 1 and third.switched == [Target("attrs", "d1")]
     )
-    assert [i.action for i in images.plan()] == ["up to date"] * 3
+    assert [i.action for i in images.planner.plan()] == ["up to date"] * 3
     assert run_recipe(config_dir, "attrs", "d1", "attr", "attrs")["version"] == "25.3.0"
 
 
@@ -157,7 +158,7 @@ def test_failed_build_step_and_resources(config_dir, docker_client):
 
     config_dir.write(envs=envs.replace("SCRIPT", "init-bad.sh"))
     images = service(config_dir)
-    assert [i.reasons for i in images.plan(envs=["scripted"])] == [["resources changed"]]
+    assert [i.reasons for i in images.planner.plan(envs=["scripted"])] == [["resources changed"]]
     report = images.build(envs=["scripted"])
     error = report.failed[Target("scripted", "d1")]
     assert "exit code 3" in error and "about to fail" in error, "the log tail says why"
@@ -207,6 +208,41 @@ def test_push_to_registry_with_connection_credentials_and_run_by_digest(
     docker_client.images.remove(record.image, force=True)  # the worker must pull it back from the registry
     docker_client.images.remove(f"{registry['url']}/{record.tag}", force=True)
     assert run_recipe(config_dir, "six", "pushed", "six", "six")["version"] == "1.16.0"
+
+
+def test_a_kubernetes_spark_config_gets_the_env_image_pushed_by_digest(
+    config_dir, registry, monkeypatch, capsys
+):
+    """A spark config named in build_for is a target: built on the local daemon from the spark config's
+    base image, pushed to its registry and recorded by digest (its own base here: nothing can be pulled)."""
+    from dss_airflow.cli import main
+
+    login = {"login": registry["login"], "password": registry["password"]}
+    connection = {"conn_type": "docker", "host": registry["url"], **login}
+    monkeypatch.setenv("AIRFLOW_CONN_DSS_TEST_REGISTRY", json.dumps(connection))
+    spark = f"""
+        spark_configs:
+          k8s-spark:
+            type: kubernetes
+            base_image: base
+            registry: {{url: "{registry["url"]}", connection_id: dss_test_registry}}
+        code_envs:
+          sparky: {{packages: ["six==1.16.0"], build_for: [k8s-spark]}}
+        """
+    write_config(config_dir.path, {"spark.yaml": spark})
+    images = service(config_dir)
+    assert [(str(i.target), i.action) for i in images.planner.plan(envs=["sparky"])] == [
+        ("sparky/k8s-spark", "build")
+    ]
+    report = images.build(envs=["sparky"])
+    assert report.ok, report.failed
+    assert report.switched == [Target("sparky", "k8s-spark")]
+    record = images.ledger.pair("sparky", "k8s-spark").current
+    assert record is not None
+    assert record.image.startswith(f"{registry['url']}/dss-code-envs@sha256:"), "runs by digest"
+    assert [i.action for i in service(config_dir).planner.plan(envs=["sparky"])] == ["up to date"]
+    assert main(["images", "status", "sparky", "--config-dir", str(config_dir)]) == 0
+    assert f"sparky/k8s-spark: ok; current {record.image}" in capsys.readouterr().out
 
 
 def test_base_image_from_an_upstream_image_with_fragments(tmp_path, base_image, docker_client):

@@ -51,7 +51,8 @@ def test_in_cluster_build_pushes_and_becomes_current(live_config_dir):
     """`images build-job --apply`: the BuildKit Job runs in the cluster and its digest becomes current
     (needs the config's registry, reachable from the cluster, and its push secret)."""
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService, Target
+    from dss_airflow.images.plan import Target
+    from dss_airflow.images.service import ImageService
 
     service = ImageService(load_catalog(live_config_dir))
     record = service.build_in_cluster(Target("live", "k8s-live"))

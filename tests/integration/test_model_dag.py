@@ -100,7 +100,7 @@ def test_retraining_dag_promotes_a_good_model_and_keeps_it_on_a_bad_batch(airflo
 @pytest.mark.docker
 def test_retraining_dag_on_docker(airflow_env, tmp_path, base_image, docker_client, monkeypatch):
     from dss_airflow.config.loader import load_catalog
-    from dss_airflow.images.builder import ImageService
+    from dss_airflow.images.service import ImageService
 
     catalog = load_catalog(Path(airflow_env["DSS_AIRFLOW_CONFIG"]))
     report = ImageService(catalog).build(envs=["ml"], configs=["docker-small"])

@@ -100,7 +100,7 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory, base_image: str, state:
     write_config(directory, {"c.yaml": yaml})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DSS_AIRFLOW_STATE", str(state))
-        from dss_airflow.images.builder import ImageService
+        from dss_airflow.images.service import ImageService
 
         report = ImageService(load_catalog(directory)).build(envs=["nb"], configs=["docker-nb"])
     assert report.ok, report.failed

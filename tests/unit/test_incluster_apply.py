@@ -14,8 +14,9 @@ from kubernetes.client.exceptions import ApiException
 
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import ExecutionError, ImageBuildError
-from dss_airflow.images.builder import ImageService, Target
 from dss_airflow.images.incluster import pushed_digest, run_build_job
+from dss_airflow.images.plan import Target
+from dss_airflow.images.service import ImageService
 from tests.helpers import EXAMPLE_CONFIG
 
 DIGEST = "sha256:" + "d" * 64

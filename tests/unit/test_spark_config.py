@@ -157,6 +157,41 @@ def test_unknown_type_and_base_image(tmp_path):
     assert "Did you mean 'spark-py'?" in message
 
 
+def test_build_for_names_spark_configs_and_suggests_on_a_typo(tmp_path):
+    spark = """
+        base_images: {spark-py: {image: "apache/spark:4.0.0"}}
+        spark_configs:
+          k8s-spark: {type: kubernetes, base_image: spark-py}
+        code_envs:
+          jobs: {build_for: [docker-small, k8s-spark]}
+        """
+    write_config(tmp_path, {"base.yaml": BASE_CONFIG, "spark.yaml": spark})
+    assert load_catalog(tmp_path).code_envs["jobs"].build_for == ["docker-small", "k8s-spark"]
+    message = load_error(tmp_path, spark.replace("[docker-small, k8s-spark]", "[docker-small, k8s-sprak]"))
+    assert (
+        "spark.yaml:6: code_envs.jobs.build_for.1: unknown execution or spark config 'k8s-sprak'" in message
+    )
+    assert "Did you mean 'k8s-spark'?" in message
+
+
+def test_a_name_cannot_be_both_an_execution_config_and_a_spark_config(tmp_path):
+    message = load_error(
+        tmp_path,
+        """
+        base_images: {spark-py: {image: "apache/spark:4.0.0"}}
+        spark_configs:
+          docker-small: {type: kubernetes, base_image: spark-py}
+          local: {type: local}
+        """,
+    )
+    assert (
+        "spark.yaml:4: spark_configs.docker-small: spark config 'docker-small' has the name of an execution "
+        f"config at {tmp_path / 'base.yaml'}:"
+    ) in message
+    assert "Rename one of them: code envs' build_for and the image ledger name both kinds alike" in message
+    assert "spark.yaml:5: spark_configs.local: spark config 'local' has the name of the built-in" in message
+
+
 def test_conf_may_not_carry_credentials_or_shadow_fields(tmp_path):
     message = load_error(
         tmp_path,
