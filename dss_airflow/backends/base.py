@@ -2,7 +2,7 @@
 
 ::
 
-    backend = backend_for(catalog, resolved, log)      # by the execution (or spark) config's type
+    backend = backend_for(catalog, resolved, log)      # dss_airflow.backends: by the config's type
     spec = backend.prepare(run)                        # image or venv, and the spec (pure builder)
     result = backend.run(spec, context)                # RunResult: the runner's JSON, promoted outputs
     backend.kill()                                     # from the operator's on_kill, in another thread
@@ -20,7 +20,6 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
 from dss_airflow.errors import ExecutionError
 from dss_airflow.staging import (
     plan_inputs,
@@ -139,34 +138,6 @@ class WorkerBackend(Backend):
     @abstractmethod
     def execute(self, spec: ContainerSpec, context: Context) -> None:
         """Run the process; raise ExecutionError when it fails to run or exits non-zero."""
-
-
-def backend_for(
-    catalog: Catalog,
-    resolved: ResolvedExecution,
-    logger: TaskLog | None = None,
-    options: RunOptions | None = None,
-) -> Backend:
-    """The backend of a resolved execution: its spark config's when it has one, else its execution
-    config's type. Backends are imported here, when a task runs, never at DAG-parse time."""
-    backend_class: type[Backend]
-    if resolved.spark_config is not None and resolved.spark_config.is_cluster:
-        from dss_airflow.backends.spark_kubernetes import SparkKubernetesBackend
-
-        backend_class = SparkKubernetesBackend
-    elif isinstance(resolved.execution_config, KubernetesExecutionConfig):
-        from dss_airflow.backends.kubernetes import KubernetesBackend
-
-        backend_class = KubernetesBackend
-    elif isinstance(resolved.execution_config, DockerExecutionConfig):
-        from dss_airflow.backends.docker import DockerBackend
-
-        backend_class = DockerBackend
-    else:
-        from dss_airflow.backends.local import LocalBackend
-
-        backend_class = LocalBackend
-    return backend_class(catalog, resolved, logger, options)
 
 
 def execute_composed(operator: Any, context: Context) -> Any:

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.backends.base import backend_for
+from dss_airflow.backends import backend_for
 from dss_airflow.errors import ExecutionError
 from dss_airflow.spec import LABEL_PREFIX, TaskRun
 from dss_airflow.tasks.base import Ran
