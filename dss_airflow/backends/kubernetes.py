@@ -290,17 +290,11 @@ def make_operator(task_id: str, pod: k8s.V1Pod, config: KubernetesExecutionConfi
     return operator_class(task_id=f"{task_id}.pod", **operator_kwargs(pod, config, **extra))
 
 
-class KubernetesBackend(Backend):
-    """Runs one pod through a composed KubernetesPodOperator; the runner's JSON comes back by XCom."""
+class PodBackend(Backend):
+    """A backend whose task runs in pods: folders on PVCs at in-pod paths, the run directory an emptyDir,
+    the code env's image (the runtime baked in); the runner promotes outputs in the pod."""
 
     layout = "pod"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        config = self.resolved.execution_config
-        assert isinstance(config, KubernetesExecutionConfig)
-        self.config = config
-        self._operator: Any = None
 
     def plan_io(
         self, inputs: FolderRefs, outputs: FolderRefs, run_key: str
@@ -308,13 +302,24 @@ class KubernetesBackend(Backend):
         return plan_pod_io(self.catalog, inputs, outputs, run_key)
 
     def run_dir(self, run_key: str) -> Path:
-        return Path(RUN_DIR)  # an emptyDir of the pod
+        return Path(RUN_DIR)
 
     def prepare(self, run: TaskRun) -> ContainerSpec:
         from dss_airflow.images.lookup import image_for
 
         image = self.options.pinned_image or image_for(self.catalog, self.resolved)
         return pod_spec(self.catalog, run, build_spec(run, layout="pod", image=image))
+
+
+class KubernetesBackend(PodBackend):
+    """Runs one pod through a composed KubernetesPodOperator; the runner's JSON comes back by XCom."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.resolved.execution_config
+        assert isinstance(config, KubernetesExecutionConfig)
+        self.config = config
+        self._operator: Any = None
 
     def pod(self, spec: ContainerSpec) -> k8s.V1Pod:
         return build_pod(spec, self.config)

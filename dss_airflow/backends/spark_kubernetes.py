@@ -24,12 +24,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.backends.base import Backend, RunResult, execute_composed
+from dss_airflow.backends.base import RunResult, execute_composed
 from dss_airflow.backends.kubernetes import (
+    PodBackend,
     container_security_context,
     isolated_operator_class,
-    plan_pod_io,
-    pod_spec,
     promoted_in_cluster,
 )
 from dss_airflow.backends.local import stop_process_group, stream_process, venv_python, worker_env
@@ -44,7 +43,7 @@ from dss_airflow.spark import (
     build_spark_submit_command,
     params_env,
 )
-from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, RUNTIME_DIR, build_spec
+from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, RUNTIME_DIR
 
 if TYPE_CHECKING:
     import subprocess
@@ -52,8 +51,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from dss_airflow.spec import ContainerSpec, InputRef, OutputRef, TaskRun
-    from dss_airflow.staging import FolderRefs
+    from dss_airflow.spec import ContainerSpec, TaskRun
 
 RUNNER = f"local://{RUNTIME_DIR}/runner.py"
 #: The runner's last log line in spark-submit mode (``runtime/runner.py``, ``print_result``).
@@ -63,10 +61,8 @@ XCOM_DIR = "/airflow/xcom"
 SPARK_SUBMIT_PASSED_THROUGH = ("JAVA_HOME", "SPARK_HOME", "KUBECONFIG")
 
 
-class SparkKubernetesBackend(Backend):
+class SparkKubernetesBackend(PodBackend):
     """Runs a task run as a Spark application of a kubernetes spark config."""
-
-    layout = "pod"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,19 +72,8 @@ class SparkKubernetesBackend(Backend):
         self._operator: Any = None
         self._process: subprocess.Popen[str] | None = None
 
-    def plan_io(
-        self, inputs: FolderRefs, outputs: FolderRefs, run_key: str
-    ) -> tuple[tuple[InputRef, ...], tuple[OutputRef, ...]]:
-        return plan_pod_io(self.catalog, inputs, outputs, run_key)
-
-    def run_dir(self, run_key: str) -> Path:
-        return Path(RUN_DIR)  # an emptyDir of the driver
-
     def prepare(self, run: TaskRun) -> ContainerSpec:
-        from dss_airflow.images.lookup import image_for
-
-        image = self.options.pinned_image or image_for(self.catalog, self.resolved)
-        spec = pod_spec(self.catalog, run, build_spec(run, layout="pod", image=image))
+        spec = super().prepare(run)
         if self.config.mode == "spark-submit":  # no XCom sidecar: the result travels in the driver's log
             context = {**spec.context, "result_file": f"{RUN_DIR}/result.json", "print_result": True}
             spec = dataclasses.replace(spec, context=context)
