@@ -51,10 +51,8 @@ import re
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-try:
-    from dss_airflow.runtime import ml_catalog
-except ImportError:  # inside a code env only the runtime directory is on sys.path, not the package
-    import ml_catalog  # type: ignore[no-redef]
+from . import dss_recipe, ml_catalog
+from .errors import ModelInputError
 
 LOG_PREFIX = "[dss-model]"
 VERSION_PATTERN = re.compile(r"^v\d{8}T\d{6}Z-[0-9a-f]{4}$")
@@ -70,10 +68,6 @@ PACKAGE_HINTS = {"sklearn": "scikit-learn==1.9.1", "xgboost": "xgboost-cpu==3.2.
 PLOT_SIZE = (6.0, 4.5)
 PLOT_DPI = 100
 TOP_FEATURES = 20
-
-
-class ModelInputError(ValueError):
-    """A mistake in the data or the model definition that the user must fix; the message says how."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -1637,8 +1631,6 @@ ACTIONS: Dict[str, Callable[[Any, Dict[str, Any]], Dict[str, Any]]] = {
 
 def main() -> None:
     """Recipe entry point: the params say which action runs; its result becomes the task's XCom."""
-    import dss_recipe
-
     params = dss_recipe.params()
     action = params.get("action")
     if action not in ACTIONS:

@@ -6,6 +6,9 @@ out = dss_recipe.output_dir("curated")             # write files here; they appe
 limit = dss_recipe.params().get("limit", 10)
 dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
 spark = dss_recipe.spark()                         # DSSSparkOperator jobs: the SparkSession of the config
+
+In a recipe run this is ``dss_runtime.dss_recipe`` (runner.py makes ``import dss_recipe`` give it); a
+notebook's kernel imports the file as a top-level module, so it imports nothing of the runtime.
 """
 
 import atexit

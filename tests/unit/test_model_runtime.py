@@ -5,6 +5,7 @@ versions first, then the pointer, and a staged file never overwrites a version's
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import runpy
@@ -14,14 +15,14 @@ from typing import Any
 
 import pytest
 
-from dss_airflow.runtime import dss_model, ml_catalog
+from dss_airflow.runtime import dss_model, ml_catalog, runner
+from dss_airflow.runtime.errors import ModelInputError
 
 pd = pytest.importorskip("pandas")
 np = pytest.importorskip("numpy")
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-RUNTIME_DIR = Path(dss_model.__file__).parent
 RUN = {
     "code_env": "ml",
     "execution_config": "local",
@@ -357,7 +358,7 @@ def test_evaluate_without_the_target_says_which_column(store: ModelStore, cancer
     unlabelled = tmp_path / "unlabelled.csv"
     cancer.drop(columns="target").to_csv(unlabelled, index=False)
 
-    with pytest.raises(dss_model.ModelInputError, match="target column 'target' not found"):
+    with pytest.raises(ModelInputError, match="target column 'target' not found"):
         store.evaluate(unlabelled)
 
 
@@ -437,9 +438,7 @@ def test_score_writes_predictions_with_probability_and_version(store: ModelStore
 
 
 def test_score_without_an_active_version_says_what_to_do(store: ModelStore, cancer_csv: Path):
-    with pytest.raises(
-        dss_model.ModelInputError, match="no active version .*: train first or choose a version"
-    ):
+    with pytest.raises(ModelInputError, match="no active version .*: train first or choose a version"):
         store.score(cancer_csv)
 
 
@@ -627,7 +626,7 @@ def test_bad_inputs_fail_with_a_message_that_says_how_to_fix(
     data = tmp_path / "cancer.csv"
     (transform(cancer) if transform else cancer).to_csv(data, index=False)
 
-    with pytest.raises(dss_model.ModelInputError) as raised:
+    with pytest.raises(ModelInputError) as raised:
         store.train(cancer_definition(**changes), data)
 
     for fragment in expected:
@@ -636,12 +635,12 @@ def test_bad_inputs_fail_with_a_message_that_says_how_to_fix(
 
 
 def test_missing_data_and_unknown_version_name_the_fix(store: ModelStore, cancer_csv: Path, tmp_path):
-    with pytest.raises(dss_model.ModelInputError, match=r"data .*nowhere\.csv does not exist: check"):
+    with pytest.raises(ModelInputError, match=r"data .*nowhere\.csv does not exist: check"):
         store.train(cancer_definition(), tmp_path / "nowhere.csv")
     version = store.train(cancer_definition(), cancer_csv)["version"]
     typo = version[:-1] + ("0" if version[-1] != "0" else "1")
 
-    with pytest.raises(dss_model.ModelInputError) as raised:
+    with pytest.raises(ModelInputError) as raised:
         store.evaluate(cancer_csv, version=typo)
 
     message = str(raised.value)
@@ -652,9 +651,20 @@ def test_missing_data_and_unknown_version_name_the_fix(store: ModelStore, cancer
 # ------------------------------------------------------------------------------------------ recipe main
 
 
+@pytest.fixture
+def in_code_env(monkeypatch):
+    """The runtime as runner.py loads it in a code env: the package dss_runtime, with dss_airflow not
+    importable. Its modules are dropped again afterwards."""
+    monkeypatch.setitem(sys.modules, "dss_airflow.runtime", None)
+    runner.register_runtime_package()
+    yield
+    for name in [name for name in sys.modules if name.split(".")[0] == "dss_runtime"]:
+        del sys.modules[name]
+
+
 def run_recipe(tmp_path: Path, monkeypatch, params: dict, inputs: dict, outputs: dict) -> dict:
-    """Run dss_model.py as runner.py does (runpy, __main__, runtime dir on sys.path), as in a container
-    where the dss_airflow package is not importable; returns what dss_recipe.set_result wrote."""
+    """Run dss_model.py as runner.py does (a module of dss_runtime, as __main__, ``import dss_recipe``
+    giving the package's module), in_code_env; returns what dss_recipe.set_result wrote."""
     xcom = tmp_path / "xcom"
     xcom.mkdir(exist_ok=True)
     context = {
@@ -666,16 +676,15 @@ def run_recipe(tmp_path: Path, monkeypatch, params: dict, inputs: dict, outputs:
     context_file = tmp_path / "context.json"
     context_file.write_text(json.dumps(context))
     monkeypatch.setenv("DSS_CONTEXT", str(context_file))
-    monkeypatch.syspath_prepend(str(RUNTIME_DIR))
-    monkeypatch.setitem(sys.modules, "dss_airflow.runtime", None)  # ml_catalog comes from sys.path
-    monkeypatch.delitem(sys.modules, "ml_catalog", raising=False)
-    runpy.run_path(str(RUNTIME_DIR / "dss_model.py"), run_name="__main__")
+    monkeypatch.setitem(sys.modules, "dss_recipe", importlib.import_module("dss_runtime.dss_recipe"))
+    runpy.run_module("dss_runtime.dss_model", run_name="__main__", alter_sys=True)
     user_result = xcom / "user_result.json"
     result: dict = json.loads(user_result.read_text())
     user_result.unlink()
     return result
 
 
+@pytest.mark.usefixtures("in_code_env")
 def test_main_dispatches_on_the_action_through_dss_recipe(tmp_path: Path, monkeypatch, cancer_csv: Path):
     model_dir = tmp_path / "model"
     staging = tmp_path / "staging"
