@@ -1,4 +1,4 @@
-"""The in-container model engine (dss_airflow/runtime/dss_model.py), run in-process on scikit-learn's
+"""The in-container model engine (dss_airflow/runtime/model/), run in-process on scikit-learn's
 bundled data sets. The test plays the operator's part: staged files are moved into the model directory,
 versions first, then the pointer, and a staged file never overwrites a version's file."""
 
@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from dss_airflow.runtime import dss_model, ml_catalog, runner
+from dss_airflow.runtime import ml_catalog, runner
 from dss_airflow.runtime.errors import ModelInputError
+from dss_airflow.runtime.model import evaluate, promote, score, train
+from dss_airflow.runtime.model.common import EVALUATION_PATTERN, VERSION_PATTERN
+from dss_airflow.runtime.model.store import list_versions, new_id
 
 pd = pytest.importorskip("pandas")
 np = pytest.importorskip("numpy")
@@ -94,7 +97,7 @@ class ModelStore:
 
     def train(self, definition: dict[str, Any], data: Path, promotion: str = "always") -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.train(
+        result = train.train(
             definition,
             str(data),
             str(self.model_dir),
@@ -109,7 +112,7 @@ class ModelStore:
 
     def evaluate(self, data: Path, **options: Any) -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.evaluate(
+        result = evaluate.evaluate(
             None, str(data), str(self.model_dir), str(staging / "versions"), run_info=RUN, **options
         )
         self.publish(staging)
@@ -117,13 +120,13 @@ class ModelStore:
 
     def promote(self, **options: Any) -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.promote(str(self.model_dir), str(staging / "pointer"), run_info=RUN, **options)
+        result = promote.promote(str(self.model_dir), str(staging / "pointer"), run_info=RUN, **options)
         self.publish(staging)
         return result
 
     def score(self, data: Path, **options: Any) -> tuple[dict[str, Any], Path]:
         out = self.staging() / "predictions"
-        result = dss_model.score(str(data), str(self.model_dir), str(out), run_info=RUN, **options)
+        result = score.score(str(data), str(self.model_dir), str(out), run_info=RUN, **options)
         return result, out / result["output"]
 
     def active(self) -> str:
@@ -177,7 +180,7 @@ def test_first_training_activates_it_and_writes_every_file(store: ModelStore, ca
     result = store.train(cancer_definition(), cancer_csv, promotion="if_better")
 
     version = result["version"]
-    assert dss_model.VERSION_PATTERN.match(version)
+    assert VERSION_PATTERN.match(version)
     assert result["promoted"] and result["reason"] == "no active version"
     assert result["active"] == version and result["comparison"] is None
     assert set(result["metrics"]) == set(ml_catalog.METRICS["classification"])
@@ -216,14 +219,14 @@ def test_version_ids_are_unique_ordered_and_never_reused(store: ModelStore, canc
     versions = [store.train(cancer_definition(), cancer_csv, promotion="never")["version"] for _ in range(3)]
 
     assert len(set(versions)) == 3 and versions == sorted(versions), "each new id sorts after the others"
-    assert dss_model.list_versions(str(store.model_dir)) == versions
+    assert list_versions(str(store.model_dir)) == versions
     assert store.active() == versions[0], "'never' kept the first version active"
     # same second as the newest id, or a clock behind it: the new id still sorts after it
     future = "v20990101T000000Z-fffe"
-    assert dss_model.new_id("v", [future]) == "v20990101T000000Z-ffff"
-    after_last_suffix = dss_model.new_id("v", ["v20990101T000000Z-ffff"])
+    assert new_id("v", [future]) == "v20990101T000000Z-ffff"
+    after_last_suffix = new_id("v", ["v20990101T000000Z-ffff"])
     assert after_last_suffix.startswith("v20990101T000001Z-")
-    assert dss_model.EVALUATION_PATTERN.match(dss_model.new_id("e", []))
+    assert EVALUATION_PATTERN.match(new_id("e", []))
 
 
 def test_if_better_keeps_the_champion_against_noisy_labels_and_promotes_a_stronger_model(
@@ -317,7 +320,7 @@ def test_evaluate_writes_plots_and_scores_the_active_version_on_the_same_data(
     result = store.evaluate(cancer_csv, version="latest")
 
     evaluation = result["evaluation"]
-    assert result["version"] == candidate and dss_model.EVALUATION_PATTERN.match(evaluation)
+    assert result["version"] == candidate and EVALUATION_PATTERN.match(evaluation)
     evaluation_dir = store.model_dir / "versions" / candidate / "evaluations" / evaluation
     expected = ["roc.png", "precision_recall.png", "confusion_matrix.png", "feature_importance.png"]
     assert result["plots"] == [f"versions/{candidate}/evaluations/{evaluation}/{name}" for name in expected]
