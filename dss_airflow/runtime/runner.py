@@ -13,6 +13,8 @@ The operator on the worker promotes staged outputs only after a success, so a fa
 partial file in a managed folder. When the worker cannot see the folders (Kubernetes PVCs), the context
 has ``"promote": [[staging_dir, destination_dir], ...]`` and the runner itself moves every staged file
 into place (``os.replace``) after a success, or only removes the staging directories after a failure.
+With ``"print_result": true`` the result also ends stdout as one line (a Spark driver's result reaches the
+worker through its log).
 
 Run as a script, the runner first loads its own directory as the package ``dss_runtime``: the runtime's
 modules import each other relatively (the same files are ``dss_airflow.runtime`` on the worker), and the
@@ -32,6 +34,7 @@ import traceback
 from typing import Any, Dict, List, Optional
 
 RESULT_VERSION = 1
+RESULT_LINE_PREFIX = "[dss-airflow] result-json: "
 PACKAGE = "dss_runtime"
 RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -245,6 +248,9 @@ def main(argv: List[str]) -> int:
         % (context["recipe_name"], result["status"], result["duration_s"]),
         flush=True,
     )
+    if context.get("print_result"):
+        compact = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
+        print(RESULT_LINE_PREFIX + compact, flush=True)
     return 0 if result["status"] == "success" else 1
 
 
