@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-RUNTIME = REPO / "dss_airflow" / "runtime"
 MODEL = "breast-cancer"
 
 
@@ -102,11 +101,11 @@ def main() -> None:
         raise SystemExit(f"cannot build the ml image: {report}")
     definition = catalog.models[MODEL].for_runtime()
 
-    from dss_airflow.runtime import dss_model
+    from dss_airflow.runtime.model.train import train
 
     def in_process() -> None:
         scratch = Path(tempfile.mkdtemp(dir=root))
-        dss_model.train(
+        train(
             definition,
             str(data),
             str(scratch / "model"),
@@ -117,9 +116,10 @@ def main() -> None:
         )
 
     fresh_code = (
-        f"import sys, json, tempfile; sys.path.insert(0, {str(RUNTIME)!r}); import dss_model; "
+        f"import sys, json, tempfile; sys.path.insert(0, {str(REPO)!r}); "
+        "from dss_airflow.runtime.model.train import train; "
         f"d = tempfile.mkdtemp(dir={str(root)!r}); "
-        f"dss_model.train(json.loads({json.dumps(json.dumps(definition))}), {str(data)!r}, d + '/m', "
+        f"train(json.loads({json.dumps(json.dumps(definition))}), {str(data)!r}, d + '/m', "
         f"d + '/v', d + '/p', promotion='never', model_id={MODEL!r})"
     )
 

@@ -22,19 +22,14 @@ import re
 import sys
 from typing import Any, Dict, Optional
 
+from . import dss_recipe
+from .errors import NotebookCellError, NotebookSupportMissing
+
 LOG_PREFIX = "[dss-notebook]"
 KERNEL_NAME = "python3"
 _CELL_START = re.compile(r"^Executing Cell (\d+)-*$")
 _CELL_END = re.compile(r"^Ending Cell \d+-*$")
 _ANSI = re.compile("\x1b\\[(K|.*?m)")
-
-
-class NotebookSupportMissing(RuntimeError):
-    """The code env lacks papermill/ipykernel: it was not declared with ``notebook: true``."""
-
-
-class NotebookCellError(RuntimeError):
-    """A cell raised; the cell, its source and the traceback were printed just before."""
 
 
 def _log(message: str) -> None:
@@ -98,7 +93,7 @@ def _kernel_environment(context: Dict[str, Any], params: Dict[str, Any]) -> Dict
     kernel_context = dict(context, params=params.get("parameters") or {})
     kernel_context["result_file"] = os.path.join(private, "result.json")
     _write_json(os.path.join(private, "context.json"), kernel_context)
-    path = [os.path.dirname(os.path.abspath(__file__))]
+    path = [os.path.dirname(os.path.abspath(__file__))]  # the kernel imports dss_recipe.py from here
     if "project" in params.get("libraries", ["project"]):
         path += context.get("python_path", [])
     if os.environ.get("PYTHONPATH"):
@@ -220,8 +215,6 @@ def execute(context: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, Any]:
 
 def main() -> None:
     """Recipe entry point (runner.py): the context is the file named by ``DSS_CONTEXT``."""
-    import dss_recipe
-
     context = _read_json(os.environ["DSS_CONTEXT"])
     dss_recipe.set_result(execute(context, dss_recipe.params()))
 

@@ -6,13 +6,16 @@ out = dss_recipe.output_dir("curated")             # write files here; they appe
 limit = dss_recipe.params().get("limit", 10)
 dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
 spark = dss_recipe.spark()                         # DSSSparkOperator jobs: the SparkSession of the config
+
+In a recipe run this is ``dss_runtime.dss_recipe`` (runner.py makes ``import dss_recipe`` give it); a
+notebook's kernel imports the file as a top-level module, so it imports nothing of the runtime.
 """
 
 import atexit
 import json
 import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 
 
 def _context() -> Dict[str, Any]:
@@ -58,11 +61,28 @@ def set_result(value: Any) -> None:
 _SPARK_SESSION: Any = None
 
 
+def _session_options(settings: Dict[str, Any], scratch: str) -> Tuple[Optional[str], Dict[str, Any]]:
+    """(master, conf) of the SparkSession for the ``DSS_SPARK`` settings.
+
+    No master (or null) is cluster mode: spark-submit or the spark-operator already set it, and the
+    driver's scratch space is theirs. With a master (local mode), Spark's scratch files and warehouse go
+    to ``scratch``, in the run's private directory (removed after the run), not the working directory.
+    """
+    master = settings.get("master")
+    conf: Dict[str, Any] = dict(settings.get("conf", {}))
+    if master is None:
+        return None, conf
+    defaults = {
+        "spark.local.dir": os.path.join(scratch, "local"),
+        "spark.sql.warehouse.dir": os.path.join(scratch, "warehouse"),
+    }
+    return str(master), dict(defaults, **conf)
+
+
 def spark() -> Any:
     """The SparkSession of a DSSSparkOperator job, built once from its spark config (master, conf).
 
-    pyspark is imported here, so recipes that never call this do not need it. Spark's scratch files and
-    warehouse go to the run's private directory (removed after the run), not to the working directory.
+    pyspark is imported here, so recipes that never call this do not need it.
     """
     global _SPARK_SESSION
     if _SPARK_SESSION is not None:
@@ -82,12 +102,11 @@ def spark() -> Any:
             "'pyspark==4.0.1'" % env
         ) from exc
     scratch = os.path.join(os.path.dirname(_context()["result_file"]), "spark")
-    conf = {
-        "spark.local.dir": os.path.join(scratch, "local"),
-        "spark.sql.warehouse.dir": os.path.join(scratch, "warehouse"),
-        **settings.get("conf", {}),
-    }
-    builder = SparkSession.builder.master(settings["master"]).appName(settings.get("app_name", "dss"))
+    master, conf = _session_options(settings, scratch)
+    builder = SparkSession.builder
+    if master is not None:
+        builder = builder.master(master)
+    builder = builder.appName(settings.get("app_name", "dss"))
     for key, value in conf.items():
         builder = builder.config(key, value)
     _SPARK_SESSION = builder.getOrCreate()

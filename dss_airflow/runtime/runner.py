@@ -13,8 +13,16 @@ The operator on the worker promotes staged outputs only after a success, so a fa
 partial file in a managed folder. When the worker cannot see the folders (Kubernetes PVCs), the context
 has ``"promote": [[staging_dir, destination_dir], ...]`` and the runner itself moves every staged file
 into place (``os.replace``) after a success, or only removes the staging directories after a failure.
+With ``"print_result": true`` the result also ends stdout as one line (a Spark driver's result reaches the
+worker through its log).
+
+Run as a script, the runner first loads its own directory as the package ``dss_runtime``: the runtime's
+modules import each other relatively (the same files are ``dss_airflow.runtime`` on the worker), and the
+directory itself moves to the end of sys.path, so none of its files (errors.py, model/...) shadows a
+project's or a code env's module of the same name.
 """
 
+import importlib.util
 import json
 import os
 import runpy
@@ -23,9 +31,43 @@ import signal
 import sys
 import time
 import traceback
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 RESULT_VERSION = 1
+RESULT_LINE_PREFIX = "[dss-airflow] result-json: "
+PACKAGE = "dss_runtime"
+RUNTIME_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def register_runtime_package() -> None:
+    """Load this directory as the package ``dss_runtime`` (once per process)."""
+    if PACKAGE in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        PACKAGE, os.path.join(RUNTIME_DIR, "__init__.py"), submodule_search_locations=[RUNTIME_DIR]
+    )
+    if spec is None or spec.loader is None:
+        raise ImportError("cannot load %s as the package %s" % (RUNTIME_DIR, PACKAGE))
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = package
+    spec.loader.exec_module(package)
+
+
+def _runtime_dir_last() -> None:
+    """A script's directory comes first on sys.path, where the runtime's files would shadow the env's
+    modules; kept last, child processes that re-run the recipe (multiprocessing spawn) still find
+    ``dss_recipe``."""
+    here = os.path.realpath(RUNTIME_DIR)
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry) != here] + [RUNTIME_DIR]
+
+
+if __name__ == "__main__" and not __package__:  # PEP 366: relative imports in a script of a package
+    register_runtime_package()
+    __package__ = PACKAGE
+    _runtime_dir_last()
+
+from . import dss_recipe  # noqa: E402 - the package is registered above
+from .errors import Terminated  # noqa: E402
 
 
 def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
@@ -43,13 +85,28 @@ def _list_files(root: str) -> List[str]:
     return sorted(found)
 
 
+def _builtin_module(recipe: str) -> Optional[str]:
+    """The module name of a recipe that is a file of the runtime (dss_model.py...), else None."""
+    directory, name = os.path.split(os.path.realpath(recipe))
+    if directory != os.path.realpath(RUNTIME_DIR) or not name.endswith(".py"):
+        return None
+    return "%s.%s" % (__package__, name[: -len(".py")])
+
+
 def _run_python(context: Dict[str, Any]) -> None:
-    runtime_dir = os.path.dirname(os.path.abspath(__file__))
-    for extra in [runtime_dir, *context.get("python_path", [])]:
+    """Run the recipe as ``__main__``: a runtime file as a module of this package (its relative imports
+    need one), a project's file by path. ``import dss_recipe`` gives the package's module, so recipe and
+    runtime share one context and one Spark session."""
+    for extra in context.get("python_path", []):
         if extra not in sys.path:
             sys.path.insert(0, extra)
+    sys.modules["dss_recipe"] = dss_recipe
     sys.argv = [context["recipe"]]
-    runpy.run_path(context["recipe"], run_name="__main__")
+    builtin = _builtin_module(context["recipe"])
+    if builtin is None:
+        runpy.run_path(context["recipe"], run_name="__main__")
+    else:
+        runpy.run_module(builtin, run_name="__main__", alter_sys=True)
 
 
 def _run_r(context: Dict[str, Any]) -> None:
@@ -131,10 +188,6 @@ def _finish_outputs(result: Dict[str, Any], pairs: List[List[str]]) -> None:
     _remove_staging(pairs)
 
 
-class Terminated(BaseException):
-    """SIGTERM (docker stop, on_kill): the recipe is interrupted and the run reported as failed."""
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -195,6 +248,9 @@ def main(argv: List[str]) -> int:
         % (context["recipe_name"], result["status"], result["duration_s"]),
         flush=True,
     )
+    if context.get("print_result"):
+        compact = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
+        print(RESULT_LINE_PREFIX + compact, flush=True)
     return 0 if result["status"] == "success" else 1
 
 

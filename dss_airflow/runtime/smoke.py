@@ -113,5 +113,13 @@ def main() -> int:
     return 1 if failures else 0
 
 
+def _runtime_off_path() -> None:
+    """Run as a script, this directory is first on sys.path: the runtime's own modules (errors, model...)
+    would be imported instead of the env's modules of the same name."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    sys.path[:] = [entry for entry in sys.path if os.path.realpath(entry) != here]
+
+
 if __name__ == "__main__":
+    _runtime_off_path()
     sys.exit(main())

@@ -1,10 +1,11 @@
-"""The in-container model engine (dss_airflow/runtime/dss_model.py), run in-process on scikit-learn's
+"""The in-container model engine (dss_airflow/runtime/model/), run in-process on scikit-learn's
 bundled data sets. The test plays the operator's part: staged files are moved into the model directory,
 versions first, then the pointer, and a staged file never overwrites a version's file."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import runpy
@@ -14,14 +15,17 @@ from typing import Any
 
 import pytest
 
-from dss_airflow.runtime import dss_model, ml_catalog
+from dss_airflow.runtime import ml_catalog, runner
+from dss_airflow.runtime.errors import ModelInputError
+from dss_airflow.runtime.model import evaluate, promote, score, train
+from dss_airflow.runtime.model.common import EVALUATION_PATTERN, VERSION_PATTERN
+from dss_airflow.runtime.model.store import list_versions, new_id
 
 pd = pytest.importorskip("pandas")
 np = pytest.importorskip("numpy")
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-RUNTIME_DIR = Path(dss_model.__file__).parent
 RUN = {
     "code_env": "ml",
     "execution_config": "local",
@@ -93,7 +97,7 @@ class ModelStore:
 
     def train(self, definition: dict[str, Any], data: Path, promotion: str = "always") -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.train(
+        result = train.train(
             definition,
             str(data),
             str(self.model_dir),
@@ -108,7 +112,7 @@ class ModelStore:
 
     def evaluate(self, data: Path, **options: Any) -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.evaluate(
+        result = evaluate.evaluate(
             None, str(data), str(self.model_dir), str(staging / "versions"), run_info=RUN, **options
         )
         self.publish(staging)
@@ -116,13 +120,13 @@ class ModelStore:
 
     def promote(self, **options: Any) -> dict[str, Any]:
         staging = self.staging()
-        result = dss_model.promote(str(self.model_dir), str(staging / "pointer"), run_info=RUN, **options)
+        result = promote.promote(str(self.model_dir), str(staging / "pointer"), run_info=RUN, **options)
         self.publish(staging)
         return result
 
     def score(self, data: Path, **options: Any) -> tuple[dict[str, Any], Path]:
         out = self.staging() / "predictions"
-        result = dss_model.score(str(data), str(self.model_dir), str(out), run_info=RUN, **options)
+        result = score.score(str(data), str(self.model_dir), str(out), run_info=RUN, **options)
         return result, out / result["output"]
 
     def active(self) -> str:
@@ -176,7 +180,7 @@ def test_first_training_activates_it_and_writes_every_file(store: ModelStore, ca
     result = store.train(cancer_definition(), cancer_csv, promotion="if_better")
 
     version = result["version"]
-    assert dss_model.VERSION_PATTERN.match(version)
+    assert VERSION_PATTERN.match(version)
     assert result["promoted"] and result["reason"] == "no active version"
     assert result["active"] == version and result["comparison"] is None
     assert set(result["metrics"]) == set(ml_catalog.METRICS["classification"])
@@ -215,14 +219,14 @@ def test_version_ids_are_unique_ordered_and_never_reused(store: ModelStore, canc
     versions = [store.train(cancer_definition(), cancer_csv, promotion="never")["version"] for _ in range(3)]
 
     assert len(set(versions)) == 3 and versions == sorted(versions), "each new id sorts after the others"
-    assert dss_model.list_versions(str(store.model_dir)) == versions
+    assert list_versions(str(store.model_dir)) == versions
     assert store.active() == versions[0], "'never' kept the first version active"
     # same second as the newest id, or a clock behind it: the new id still sorts after it
     future = "v20990101T000000Z-fffe"
-    assert dss_model.new_id("v", [future]) == "v20990101T000000Z-ffff"
-    after_last_suffix = dss_model.new_id("v", ["v20990101T000000Z-ffff"])
+    assert new_id("v", [future]) == "v20990101T000000Z-ffff"
+    after_last_suffix = new_id("v", ["v20990101T000000Z-ffff"])
     assert after_last_suffix.startswith("v20990101T000001Z-")
-    assert dss_model.EVALUATION_PATTERN.match(dss_model.new_id("e", []))
+    assert EVALUATION_PATTERN.match(new_id("e", []))
 
 
 def test_if_better_keeps_the_champion_against_noisy_labels_and_promotes_a_stronger_model(
@@ -316,7 +320,7 @@ def test_evaluate_writes_plots_and_scores_the_active_version_on_the_same_data(
     result = store.evaluate(cancer_csv, version="latest")
 
     evaluation = result["evaluation"]
-    assert result["version"] == candidate and dss_model.EVALUATION_PATTERN.match(evaluation)
+    assert result["version"] == candidate and EVALUATION_PATTERN.match(evaluation)
     evaluation_dir = store.model_dir / "versions" / candidate / "evaluations" / evaluation
     expected = ["roc.png", "precision_recall.png", "confusion_matrix.png", "feature_importance.png"]
     assert result["plots"] == [f"versions/{candidate}/evaluations/{evaluation}/{name}" for name in expected]
@@ -357,7 +361,7 @@ def test_evaluate_without_the_target_says_which_column(store: ModelStore, cancer
     unlabelled = tmp_path / "unlabelled.csv"
     cancer.drop(columns="target").to_csv(unlabelled, index=False)
 
-    with pytest.raises(dss_model.ModelInputError, match="target column 'target' not found"):
+    with pytest.raises(ModelInputError, match="target column 'target' not found"):
         store.evaluate(unlabelled)
 
 
@@ -437,9 +441,7 @@ def test_score_writes_predictions_with_probability_and_version(store: ModelStore
 
 
 def test_score_without_an_active_version_says_what_to_do(store: ModelStore, cancer_csv: Path):
-    with pytest.raises(
-        dss_model.ModelInputError, match="no active version .*: train first or choose a version"
-    ):
+    with pytest.raises(ModelInputError, match="no active version .*: train first or choose a version"):
         store.score(cancer_csv)
 
 
@@ -627,7 +629,7 @@ def test_bad_inputs_fail_with_a_message_that_says_how_to_fix(
     data = tmp_path / "cancer.csv"
     (transform(cancer) if transform else cancer).to_csv(data, index=False)
 
-    with pytest.raises(dss_model.ModelInputError) as raised:
+    with pytest.raises(ModelInputError) as raised:
         store.train(cancer_definition(**changes), data)
 
     for fragment in expected:
@@ -636,12 +638,12 @@ def test_bad_inputs_fail_with_a_message_that_says_how_to_fix(
 
 
 def test_missing_data_and_unknown_version_name_the_fix(store: ModelStore, cancer_csv: Path, tmp_path):
-    with pytest.raises(dss_model.ModelInputError, match=r"data .*nowhere\.csv does not exist: check"):
+    with pytest.raises(ModelInputError, match=r"data .*nowhere\.csv does not exist: check"):
         store.train(cancer_definition(), tmp_path / "nowhere.csv")
     version = store.train(cancer_definition(), cancer_csv)["version"]
     typo = version[:-1] + ("0" if version[-1] != "0" else "1")
 
-    with pytest.raises(dss_model.ModelInputError) as raised:
+    with pytest.raises(ModelInputError) as raised:
         store.evaluate(cancer_csv, version=typo)
 
     message = str(raised.value)
@@ -652,9 +654,20 @@ def test_missing_data_and_unknown_version_name_the_fix(store: ModelStore, cancer
 # ------------------------------------------------------------------------------------------ recipe main
 
 
+@pytest.fixture
+def in_code_env(monkeypatch):
+    """The runtime as runner.py loads it in a code env: the package dss_runtime, with dss_airflow not
+    importable. Its modules are dropped again afterwards."""
+    monkeypatch.setitem(sys.modules, "dss_airflow.runtime", None)
+    runner.register_runtime_package()
+    yield
+    for name in [name for name in sys.modules if name.split(".")[0] == "dss_runtime"]:
+        del sys.modules[name]
+
+
 def run_recipe(tmp_path: Path, monkeypatch, params: dict, inputs: dict, outputs: dict) -> dict:
-    """Run dss_model.py as runner.py does (runpy, __main__, runtime dir on sys.path), as in a container
-    where the dss_airflow package is not importable; returns what dss_recipe.set_result wrote."""
+    """Run dss_model.py as runner.py does (a module of dss_runtime, as __main__, ``import dss_recipe``
+    giving the package's module), in_code_env; returns what dss_recipe.set_result wrote."""
     xcom = tmp_path / "xcom"
     xcom.mkdir(exist_ok=True)
     context = {
@@ -666,16 +679,15 @@ def run_recipe(tmp_path: Path, monkeypatch, params: dict, inputs: dict, outputs:
     context_file = tmp_path / "context.json"
     context_file.write_text(json.dumps(context))
     monkeypatch.setenv("DSS_CONTEXT", str(context_file))
-    monkeypatch.syspath_prepend(str(RUNTIME_DIR))
-    monkeypatch.setitem(sys.modules, "dss_airflow.runtime", None)  # ml_catalog comes from sys.path
-    monkeypatch.delitem(sys.modules, "ml_catalog", raising=False)
-    runpy.run_path(str(RUNTIME_DIR / "dss_model.py"), run_name="__main__")
+    monkeypatch.setitem(sys.modules, "dss_recipe", importlib.import_module("dss_runtime.dss_recipe"))
+    runpy.run_module("dss_runtime.dss_model", run_name="__main__", alter_sys=True)
     user_result = xcom / "user_result.json"
     result: dict = json.loads(user_result.read_text())
     user_result.unlink()
     return result
 
 
+@pytest.mark.usefixtures("in_code_env")
 def test_main_dispatches_on_the_action_through_dss_recipe(tmp_path: Path, monkeypatch, cancer_csv: Path):
     model_dir = tmp_path / "model"
     staging = tmp_path / "staging"

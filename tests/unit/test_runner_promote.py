@@ -1,4 +1,5 @@
-"""The runner (a real subprocess): context from DSS_CONTEXT_JSON with "-", and in-pod promotion."""
+"""The runner (a real subprocess): context from DSS_CONTEXT_JSON with "-", in-pod promotion, and the
+result as the last line of stdout when asked (how a Spark driver's result reaches the worker)."""
 
 from __future__ import annotations
 
@@ -115,3 +116,34 @@ def test_file_mode_is_unchanged_and_does_not_promote(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert (staging / "clean" / "a.csv").exists(), "without 'promote' the worker promotes, not the runner"
     assert not (folder / "orders" / "a.csv").exists()
+
+
+RESULT_LINE = "[dss-airflow] result-json: "
+
+
+def test_print_result_ends_stdout_with_the_result_as_one_compact_json_line(tmp_path):
+    context, _folder, _staging = make_context(tmp_path, RECIPE_OK)
+    completed = run_runner(dict(context, print_result=True))
+    assert completed.returncode == 0, completed.stderr
+    last = completed.stdout.splitlines()[-1]
+    assert last.startswith(RESULT_LINE) and " " not in last[len(RESULT_LINE) :], "compact"
+    printed = json.loads(last[len(RESULT_LINE) :])
+    assert printed == json.loads(Path(context["result_file"]).read_text()), "the result file, as written"
+    assert printed["status"] == "success" and printed["result"] == {"rows": 2}
+
+
+def test_print_result_reports_a_failure_too(tmp_path):
+    context, _folder, _staging = make_context(tmp_path, RECIPE_FAIL)
+    completed = run_runner(dict(context, print_result=True))
+    assert completed.returncode == 1
+    last = completed.stdout.splitlines()[-1]
+    assert last.startswith(RESULT_LINE)
+    printed = json.loads(last[len(RESULT_LINE) :])
+    assert printed["status"] == "failed" and "ValueError: boom" in printed["error"]
+
+
+def test_no_result_line_unless_asked(tmp_path):
+    context, _folder, _staging = make_context(tmp_path, RECIPE_OK)
+    completed = run_runner(context)
+    assert completed.returncode == 0, completed.stderr
+    assert RESULT_LINE not in completed.stdout

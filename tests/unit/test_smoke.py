@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from dss_airflow.runtime import RUNTIME_ROOT, smoke
 from dss_airflow.runtime.smoke import import_problem
 
 if TYPE_CHECKING:
@@ -44,3 +45,10 @@ def test_a_missing_submodule_of_the_package_itself_and_errors_at_import_fail(mod
     assert optional is None and failure is not None and "missing_part" in failure
     failure, optional = import_problem("raises_at_import")
     assert optional is None and failure == "RuntimeError: bad build"
+
+
+def test_run_as_a_script_the_runtime_directory_leaves_sys_path(monkeypatch: pytest.MonkeyPatch):
+    """Else the runtime's own errors.py or model/ would be smoke-tested for an env's 'errors' or 'model'."""
+    monkeypatch.setattr(sys, "path", [RUNTIME_ROOT, *sys.path])
+    smoke._runtime_off_path()
+    assert RUNTIME_ROOT not in sys.path
