@@ -4,8 +4,8 @@ through dss_recipe and returns its result as the task's XCom."""
 import os
 from typing import Any, Callable, Dict
 
-from .. import dss_recipe  # noqa: TID252 - the runtime is dss_runtime in code envs
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import dss_recipe
+from ..errors import ModelInputError
 from .common import _log, _suggestion
 from .evaluate import evaluate
 from .promote import promote

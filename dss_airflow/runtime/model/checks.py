@@ -3,8 +3,8 @@ a mistake costs seconds and its message says how to fix it."""
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import ml_catalog  # noqa: TID252 - the runtime is dss_runtime in code envs
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import ml_catalog
+from ..errors import ModelInputError
 from .common import DEFAULT_SPLIT, _names, _plain, _preview, _suggestion
 
 

@@ -4,7 +4,7 @@ import hashlib
 import os
 from typing import Any, Dict, List, Tuple
 
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from ..errors import ModelInputError
 from .common import DATA_SUFFIXES, _log
 
 

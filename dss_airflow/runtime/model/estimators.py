@@ -7,8 +7,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import ml_catalog  # noqa: TID252 - the runtime is dss_runtime in code envs
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import ml_catalog
+from ..errors import ModelInputError
 from .common import PACKAGE_HINTS, _fmt, _log, _plain, _preview, _read_json, _suggestion
 from .metrics import _greater_is_better, compute_metrics
 

@@ -4,7 +4,7 @@ active version scored on the same rows."""
 import os
 from typing import Any, Dict, Optional
 
-from .. import ml_catalog  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import ml_catalog
 from .checks import _check_version_inputs
 from .common import EVALUATION_PATTERN, _fmt, _log, _run_ids, _utc_now, _write_json
 from .data import load_data

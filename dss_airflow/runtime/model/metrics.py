@@ -6,7 +6,7 @@ Independent of estimators.py (which imports this module): a model is anything sh
 
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from .. import ml_catalog  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import ml_catalog
 from .common import _fmt, _number
 
 

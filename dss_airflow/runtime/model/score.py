@@ -3,7 +3,7 @@
 import os
 from typing import Any, Dict, List, Optional
 
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from ..errors import ModelInputError
 from .checks import _check_version_inputs
 from .common import OUTPUT_FORMATS, _log, _suggestion
 from .data import load_data

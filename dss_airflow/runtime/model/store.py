@@ -7,8 +7,8 @@ import platform
 import random
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from .. import ml_catalog  # noqa: TID252 - the runtime is dss_runtime in code envs
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from .. import ml_catalog
+from ..errors import ModelInputError
 from .common import (
     ID_STAMP_FORMAT,
     VERSION_PATTERN,

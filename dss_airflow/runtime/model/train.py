@@ -3,7 +3,7 @@
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..errors import ModelInputError  # noqa: TID252 - the runtime is dss_runtime in code envs
+from ..errors import ModelInputError
 from .checks import _checked_columns, _label_classes, normalized_definition
 from .common import PROMOTION_POLICIES, SCALED_ALGORITHMS, VERSION_PATTERN, _log, _preview, _suggestion
 from .data import load_data
