@@ -36,6 +36,7 @@ from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.kubernetes import make_hook
 from dss_airflow.k8s_names import dns_label, k8s_labels
+from dss_airflow.runtime.runner import RESULT_LINE_PREFIX
 from dss_airflow.spark import (
     SparkJob,
     build_pod_template,
@@ -54,8 +55,6 @@ if TYPE_CHECKING:
     from dss_airflow.spec import ContainerSpec, TaskRun
 
 RUNNER = f"local://{RUNTIME_DIR}/runner.py"
-#: The runner's last log line in spark-submit mode (``runtime/runner.py``, ``print_result``).
-RESULT_LINE = "[dss-airflow] result-json: "
 XCOM_DIR = "/airflow/xcom"
 #: Worker variables spark-submit needs on top of the usual pass-through list.
 SPARK_SUBMIT_PASSED_THROUGH = ("JAVA_HOME", "SPARK_HOME", "KUBECONFIG")
@@ -213,8 +212,8 @@ class SparkKubernetesBackend(PodBackend):
 def result_from_log(log_text: str) -> dict[str, Any] | None:
     """The runner's result: its last ``[dss-airflow] result-json:`` line."""
     for line in reversed(log_text.splitlines()):
-        if line.startswith(RESULT_LINE):
-            data = json.loads(line[len(RESULT_LINE) :])
+        if line.startswith(RESULT_LINE_PREFIX):
+            data = json.loads(line[len(RESULT_LINE_PREFIX) :])
             return data if isinstance(data, dict) else None
     return None
 
