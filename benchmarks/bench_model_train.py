@@ -6,10 +6,10 @@ code-env image once when it is not current):
     .venv/bin/python benchmarks/bench_model_train.py [--runs 7]
 
 Same data (scikit-learn's bundled breast-cancer set), same definition (the example ``breast-cancer``
-model), same engine code (``dss_airflow/runtime/dss_model.py``). Sides, interleaved, medians of one run:
+model), same engine code (``dss_airflow/runtime/model/``). Sides, interleaved, medians of one run:
 
-* in-process: ``dss_model.train()`` called in this process (libraries already imported);
-* fresh process: ``python -c "dss_model.train(...)"`` -- interpreter start and imports, no container;
+* in-process: ``model.train()`` called in this process (libraries already imported);
+* fresh process: ``python -c "train(...)"`` -- interpreter start and imports, no container;
 * DSSTrainModelOperator on the built-in local config (code env virtualenv, a subprocess);
 * DSSTrainModelOperator on a Docker config (the code env's image).
 

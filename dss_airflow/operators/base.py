@@ -13,17 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from dss_airflow.backends.base import RunOptions
 from dss_airflow.config.loader import get_catalog
-from dss_airflow.spec import ImageRef
 from dss_airflow.tasks.base import Placement
-from dss_airflow.tasks.flow import RunKey, finish_run, prepare_run, task_labels
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from dss_airflow.backends.base import Backend
+    from dss_airflow.backends.base import Backend, RunOptions
     from dss_airflow.tasks.base import TaskKind
+    from dss_airflow.tasks.flow import RunKey
 
 
 class DSSTaskOperator(BaseOperator):
@@ -73,6 +71,9 @@ class DSSTaskOperator(BaseOperator):
         self.task().check(get_catalog(self.config_dir))
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from dss_airflow.backends.base import RunOptions
+        from dss_airflow.tasks.flow import RunKey
+
         return self._run(context, RunOptions(deferrable=self.deferrable), RunKey.of(context["ti"]))
 
     def resume_from_pod(
@@ -90,12 +91,19 @@ class DSSTaskOperator(BaseOperator):
         The run is planned again with the same key and image (so the same pod, staging and outputs);
         the provider's ``trigger_reentry`` fetches the logs and the result and deletes the pod.
         """
+        from dss_airflow.backends.base import RunOptions
+        from dss_airflow.spec import ImageRef
+        from dss_airflow.tasks.flow import RunKey, task_labels
+
         key = RunKey(run_key, unique, task_labels(context["ti"]))
         options = RunOptions(self.deferrable, resume_event=event, pinned_image=ImageRef(image, python))
         return self._run(context, options, key)
 
     def _run(self, context: Context, options: RunOptions, key: RunKey) -> dict[str, Any]:
+        """The flow (docs/architecture.md); the run-time layers are imported here, not at parse time."""
         from airflow.sdk.exceptions import TaskDeferred
+
+        from dss_airflow.tasks.flow import finish_run, prepare_run
 
         catalog = get_catalog(self.config_dir)
         prepared = prepare_run(self.task(), catalog, context["ti"], self.log, options, key)
