@@ -288,14 +288,18 @@ class InClusterBuild:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         try:
             logs = (run_job or run_build_job)(self.config, self.manifests)
-            log_file.write_text(logs, encoding="utf-8")
-            digest = pushed_digest(logs, reference)
-            if digest is None:
-                raise ImageBuildError(f"{self.target}: the build job's log names no pushed {reference}")
         except DSSAirflowError as exc:
             tail = getattr(exc, "logs", [])
             log_file.write_text("\n".join(tail), encoding="utf-8")
             raise ImageBuildError(str(exc), logs=tail, log_file=log_file) from exc
+        log_file.write_text(logs, encoding="utf-8")  # the whole Job log, also when it names no digest
+        digest = pushed_digest(logs, reference)
+        if digest is None:
+            raise ImageBuildError(
+                f"{self.target}: the build job's log names no pushed {reference}",
+                logs=logs.splitlines()[-40:],
+                log_file=log_file,
+            )
         image = f"{reference.rpartition(':')[0]}@{digest}"
         return ImageRecord.built_from(self.inputs, self.lock, image=image, tag=self.tag)
 
