@@ -150,6 +150,12 @@ class GroupRestricted(StrictModel):
 
 class _ExecutionConfigBase(GroupRestricted):
     env: EnvVars = Field(default_factory=dict, description="Extra environment variables (no secrets)")
+    queue: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="Airflow queue (CeleryExecutor: the workers that serve it) of this config's tasks, "
+        "e.g. the workers next to its Docker host; a DAG's own queue= wins",
+    )
 
 
 class LocalExecutionConfig(_ExecutionConfigBase):

@@ -50,6 +50,7 @@ class DSSTaskOperator(BaseOperator):
         deferrable: bool = False,
         **kwargs: Any,
     ) -> None:
+        self._queue_from_dag = "queue" in kwargs
         super().__init__(**kwargs)
         self.code_env = code_env
         self.execution_config = execution_config
@@ -67,8 +68,12 @@ class DSSTaskOperator(BaseOperator):
         return Placement(self.project, self.code_env, self.execution_config, self.cluster)
 
     def check_at_parse_time(self) -> None:
-        """Called at the end of each operator's ``__init__``, once its own arguments exist."""
-        self.task().check(get_catalog(self.config_dir))
+        """Called at the end of each operator's ``__init__``, once its own arguments exist. The resolved
+        config's ``queue`` routes the task (unless the DAG set one): a queue is decided when the DAG is
+        parsed, so a templated execution config runs on the DAG's queue."""
+        resolved = self.task().check(get_catalog(self.config_dir))
+        if resolved is not None and resolved.execution_config.queue and not self._queue_from_dag:
+            self.queue = resolved.execution_config.queue
 
     def execute(self, context: Context) -> dict[str, Any]:
         from dss_airflow.backends.base import RunOptions

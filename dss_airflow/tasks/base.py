@@ -5,7 +5,8 @@ arguments — at DAG-parse time with what the author wrote, at run time with wha
 never changes the operator. Its methods are pure apart from reading the catalog (and, for recipes and
 notebooks, checking that the project file exists):
 
-* ``check(catalog)``: the parse-time checks, skipped for what is templated (checked at run time);
+* ``check(catalog)``: the parse-time checks, skipped for what is templated (checked at run time), giving
+  the resolution when it could be made;
 * ``resolve(catalog)``: project, execution config (permissions), code env — at parse and at run time;
 * ``plan(catalog, resolved, ti)``: a :class:`TaskPlan` — what to run, with which folders and params;
 * ``outcome(plan, run, log)``: the task's XCom from what ran.
@@ -106,8 +107,9 @@ class TaskKind(ABC):
     kind: ClassVar[str]
 
     @abstractmethod
-    def check(self, catalog: Catalog) -> None:
-        """Parse-time checks of what is not templated (names, paths, arguments)."""
+    def check(self, catalog: Catalog) -> ResolvedExecution | None:
+        """Parse-time checks of what is not templated (names, paths, arguments); the resolution they
+        made, or None when the placement is templated (decided at run time)."""
 
     @abstractmethod
     def resolve(self, catalog: Catalog) -> ResolvedExecution:

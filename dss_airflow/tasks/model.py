@@ -61,7 +61,7 @@ class ModelTask(TaskKind):
     #: The validated definition, once per task object (parse time, run time).
     _memo: dict[str, ModelDefinition] = field(default_factory=dict, compare=False, repr=False)
 
-    def check(self, catalog: Catalog) -> None:
+    def check(self, catalog: Catalog) -> ResolvedExecution | None:
         if self.promotion not in PROMOTIONS:
             raise ConfigError(
                 "unknown promotion policy",
@@ -70,12 +70,13 @@ class ModelTask(TaskKind):
                 fix="use 'always', 'if_better' or 'never'",
             )
         if self.placement.templated or is_templated(self.model):
-            return
+            return None
         definition = self.definition_in(catalog)
-        self.resolve(catalog)
+        resolved = self.resolve(catalog)
         if not any(is_templated(value) for value in (self.data, self.predictions)):
             validate_folder_refs(catalog, *self._folder_refs(definition))
             self._check_arguments(check_version=not is_templated(self.version))
+        return resolved
 
     def definition_in(self, catalog: Catalog) -> ModelDefinition:
         """The model's definition: inline (``definition=``) or the config's ``models:`` entry."""

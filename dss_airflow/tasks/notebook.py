@@ -48,15 +48,17 @@ class NotebookTask(TaskKind):
     html: bool = True
     libraries: Sequence[str] = (PROJECT_LIBRARY,)
 
-    def check(self, catalog: Catalog) -> None:
+    def check(self, catalog: Catalog) -> ResolvedExecution | None:
         check_libraries(self.libraries)
         if not is_templated(self.parameters):
             check_parameters(self.parameters)
         if self.placement.templated or is_templated(self.notebook):
-            return
-        self.resolve_notebook(self.resolve(catalog))
+            return None
+        resolved = self.resolve(catalog)
+        self.resolve_notebook(resolved)
         if not (is_templated(self.inputs) or is_templated(self.output)):
             validate_folder_refs(catalog, self.inputs, self._outputs())
+        return resolved
 
     def resolve(self, catalog: Catalog) -> ResolvedExecution:
         """As for recipes, and the code env must have notebook support (checked at parse and run time)."""

@@ -32,12 +32,14 @@ class RecipeTask(TaskKind):
     outputs: FolderRefs = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def check(self, catalog: Catalog) -> None:
+    def check(self, catalog: Catalog) -> ResolvedExecution | None:
         if self.placement.templated or is_templated(self.recipe):
-            return
-        self.entrypoint(self.resolve(catalog))
+            return None
+        resolved = self.resolve(catalog)
+        self.entrypoint(resolved)
         if not (is_templated(self.inputs) or is_templated(self.outputs)):
             validate_folder_refs(catalog, self.inputs, self.outputs)
+        return resolved
 
     def resolve(self, catalog: Catalog) -> ResolvedExecution:
         return self.placement.resolve(catalog)

@@ -56,13 +56,14 @@ class SparkTask(TaskKind):
     outputs: FolderRefs = None
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def check(self, catalog: Catalog) -> None:
+    def check(self, catalog: Catalog) -> ResolvedExecution | None:
         names = (self.application, self.spark_config, self.placement.code_env, self.placement.project)
         if any(is_templated(value) for value in names):
-            return
-        self.resolve(catalog)
+            return None
+        resolved = self.resolve(catalog)
         if not (is_templated(self.inputs) or is_templated(self.outputs)):
             validate_folder_refs(catalog, self.inputs, self.outputs)
+        return resolved
 
     def resolve(self, catalog: Catalog) -> ResolvedExecution:
         """Project, code env and spark config, checked: permission, pyspark, the application."""

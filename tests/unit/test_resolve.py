@@ -7,6 +7,7 @@ import pytest
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.dag_helpers import execution_config_choices
+from dss_airflow.errors import InvalidConfigError
 from tests.helpers import BASE_CONFIG, write_config
 
 
@@ -67,3 +68,25 @@ def test_templated_folder_refs_are_checked_at_run_time_only(tmp_path):
         config_dir=str(tmp_path),
     )
     assert op.inputs == {"x": "{{ params.folder }}/file.csv"}
+
+
+def test_a_configs_queue_routes_its_tasks_unless_the_dag_sets_one(tmp_path):
+    from dss_airflow.operators.recipe import DSSContainerRecipeOperator
+    from tests.helpers import make_project
+
+    routed = BASE_CONFIG.replace(
+        "        resources: {memory: 256m, cpus: 0.5}\n", "        queue: host-a\n", 1
+    )
+    write_config(tmp_path, {"c.yaml": routed})
+    make_project(tmp_path, {"recipes/r.py": "pass\n"})
+    common = {"recipe": "recipes/r.py", "config_dir": str(tmp_path)}
+    on_a = DSSContainerRecipeOperator(task_id="a", execution_config="docker-small", **common)
+    assert on_a.queue == "host-a", "the task goes to the workers next to its Docker host"
+    explicit = DSSContainerRecipeOperator(task_id="b", execution_config="docker-small", queue="gpu", **common)
+    assert explicit.queue == "gpu", "the DAG's own queue wins"
+    chosen_later = DSSContainerRecipeOperator(task_id="c", execution_config="{{ params.cfg }}", **common)
+    local = DSSContainerRecipeOperator(task_id="d", execution_config="local", **common)
+    assert chosen_later.queue == local.queue != "host-a", "templated or queue-less configs: the default queue"
+    write_config(tmp_path, {"c.yaml": routed.replace("queue: host-a", "queue: 'two words'")})
+    with pytest.raises(InvalidConfigError, match=r"execution_configs.docker-small.queue"):
+        load_catalog(tmp_path)
