@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from dss_airflow.config.loader import load_catalog
@@ -79,7 +81,7 @@ def test_a_configs_queue_routes_its_tasks_unless_the_dag_sets_one(tmp_path):
     )
     write_config(tmp_path, {"c.yaml": routed})
     make_project(tmp_path, {"recipes/r.py": "pass\n"})
-    common = {"recipe": "recipes/r.py", "config_dir": str(tmp_path)}
+    common: dict[str, Any] = {"recipe": "recipes/r.py", "config_dir": str(tmp_path)}
     on_a = DSSContainerRecipeOperator(task_id="a", execution_config="docker-small", **common)
     assert on_a.queue == "host-a", "the task goes to the workers next to its Docker host"
     explicit = DSSContainerRecipeOperator(task_id="b", execution_config="docker-small", queue="gpu", **common)
