@@ -10,6 +10,9 @@ for it once.
 
 from __future__ import annotations
 
+import hashlib
+import marshal
+import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,12 +72,24 @@ class _LineMap:
         return None
 
 
+#: Bump when what a parse produces changes, so cached parses of the same bytes are not reused.
+PARSE_VERSION = b"1"
+
+
 def _read_yaml(path: Path) -> tuple[Any, _LineMap]:
-    text = path.read_text(encoding="utf-8")
+    """One read and one parse (PyYAML's C loader) of a config file, with the line of every key; a parse
+    is cached on disk by the file's content, so the DAG processor's fresh processes do not parse again."""
+    raw = path.read_bytes()
+    text = _utf8(path, raw)
+    key = hashlib.sha256(PARSE_VERSION + b"\0" + raw).hexdigest()
+    cached = _cached_parse(key)
+    if cached is not None:
+        return cached
     lines = _LineMap()
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError(
@@ -83,9 +98,60 @@ def _read_yaml(path: Path) -> tuple[Any, _LineMap]:
             line=mark.line + 1 if mark else None,
             fix="fix the YAML syntax (indentation, quotes, colons)",
         ) from exc
+    finally:
+        loader.dispose()
     if node is not None:
         lines.walk(node)
+    _store_parse(key, data, lines)
     return data, lines
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml is in PyYAML's wheels; kept safe without
+
+
+def _utf8(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+            file=path,
+            line=line,
+            fix="config files are UTF-8 YAML: re-save it as UTF-8, or move a file that is not config out "
+            "of the config directory",
+        ) from None
+
+
+def _parse_cache_dir() -> Path:
+    from dss_airflow.settings import cache_dir
+
+    return cache_dir() / "config-parses"
+
+
+def _cached_parse(key: str) -> tuple[Any, _LineMap] | None:
+    try:
+        payload = marshal.loads((_parse_cache_dir() / key).read_bytes())
+        data, keys, line_numbers, duplicates = payload
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    lines = _LineMap()
+    lines.lines = dict(zip(keys, line_numbers, strict=True))
+    lines.duplicates = [(tuple(dup), line) for dup, line in duplicates]
+    return data, lines
+
+
+def _store_parse(key: str, data: Any, lines: _LineMap) -> None:
+    """Best effort: a parse holding values marshal cannot write (YAML dates) is simply not cached."""
+    try:
+        payload = marshal.dumps((data, list(lines.lines), list(lines.lines.values()), lines.duplicates))
+        directory = _parse_cache_dir()
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = directory / f".{key}.{os.getpid()}"
+        tmp.write_bytes(payload)
+        os.replace(tmp, directory / key)
+    except (OSError, ValueError):
+        return
 
 
 # ------------------------------------------------------------------------------------------ loading

@@ -290,3 +290,46 @@ def test_recipe_symlink_escaping_the_project_is_refused(catalog, tmp_path):
     (catalog.project_root("demo") / "recipes" / "link.py").symlink_to(outside)
     with pytest.raises(ConfigError, match="escapes the project directory through a symbolic link"):
         resolve_recipe_path(catalog.project_root("demo"), "recipes/link.py")
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [(b"defaults:\n  project: d\xe9mo\n", 2), (b"\x89PNG\r\n\x1a\n\x00\x00binary", 1)],
+    ids=["latin-1", "binary"],
+)
+def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path, content, line):
+    write_config(tmp_path, {"base.yaml": BASE_CONFIG})
+    (tmp_path / "legacy.yaml").write_bytes(content)
+    with pytest.raises(InvalidConfigError) as info:
+        load_catalog(tmp_path)
+    (error,) = info.value.errors
+    assert error.file == str(tmp_path / "legacy.yaml") and error.line == line
+    assert "not UTF-8 text" in str(error) and "re-save it as UTF-8" in str(error)
+
+
+def test_parses_are_cached_by_content_and_a_change_is_seen(tmp_path, monkeypatch):
+    import dss_airflow.config.loader as loader
+
+    monkeypatch.setenv("DSS_AIRFLOW_CACHE", str(tmp_path / "cache"))
+    write_config(tmp_path, {"base.yaml": BASE_CONFIG})
+    first = load_catalog(tmp_path)
+    cached = list((loader._parse_cache_dir()).iterdir())
+    assert len(cached) == 1, "one cached parse per distinct file content"
+    monkeypatch.setattr(loader, "_Loader", None)  # a second load must not parse at all
+    assert load_catalog(tmp_path).managed_folders == first.managed_folders
+    assert load_catalog(tmp_path).where("managed_folders", "raw") == first.where("managed_folders", "raw")
+    monkeypatch.undo()
+    write_config(tmp_path, {"base.yaml": BASE_CONFIG.replace("raw: {path: raw}", "raw: {path: raw2}")})
+    assert str(load_catalog(tmp_path).folder_path("raw")).endswith("raw2"), "new content, new parse"
+
+
+def test_a_file_marshal_cannot_cache_gives_the_same_result_every_time(tmp_path):
+    """YAML dates are not cached (marshal cannot write them): such a file is parsed each time, same error."""
+    dated = BASE_CONFIG.replace("raw: {path: raw}", "raw: {path: raw, description: 2026-01-01}")
+    write_config(tmp_path, {"base.yaml": dated})
+    messages = []
+    for _ in range(2):
+        with pytest.raises(InvalidConfigError) as info:
+            load_catalog(tmp_path)
+        messages.append(str(info.value))
+    assert messages[0] == messages[1] and "managed_folders.raw.description" in messages[0]
