@@ -108,7 +108,8 @@ def _images_plan(service: ImageService, args: argparse.Namespace) -> int:
         tag = f" -> {item.tag}" if item.tag else ""
         print(f"{item.action:>10}  {item.target}{tag}" + (f"  ({reasons})" if reasons else ""))
     counts = {
-        action: sum(item.action == action for item in plan) for action in ("build", "up to date", "blocked")
+        action: sum(item.action == action for item in plan)
+        for action in ("build", "up to date", "blocked", "unknown")
     }
     print(", ".join(f"{n} {action}" for action, n in counts.items()))
     return 0
@@ -126,10 +127,13 @@ def _images_build(service: ImageService, args: argparse.Namespace) -> int:
     report = service.build(envs, args.config, force=args.force, refresh=args.refresh, jobs=args.jobs)
     print(
         f"built {len(report.built)}, reused {len(report.reused)}, switched {len(report.switched)}, "
-        f"up to date {len(report.up_to_date)}, failed {len(report.failed)}"
+        f"up to date {len(report.up_to_date)}, failed {len(report.failed)}, "
+        f"unreachable {len(report.unreachable)}"
     )
     for target, error in report.failed.items():
         print(f"FAILED {target}: {error}", file=sys.stderr)
+    for target, error in report.unreachable.items():
+        print(f"UNREACHABLE {target}: {error}", file=sys.stderr)
     return 0 if report.ok else 1
 
 

@@ -172,3 +172,18 @@ class BootstrapUnavailableError(ImageBuildError):
 
 class MirrorNotFoundError(BootstrapUnavailableError, RuntimeError):
     """No usable http(s) Debian mirror in the apt sources."""
+
+
+class DaemonUnreachableError(ExecutionError):
+    """A Docker daemon that does not answer (down, wrong address, TLS refused): names the config, the host
+    and the fix, so a run fails before anything starts and a plan marks only that daemon's pairs unknown."""
+
+    def __init__(self, host: str, reason: str, *, config: str | None = None, fix: str | None = None) -> None:
+        self.host = host
+        self.reason = reason
+        self.config = config
+        self.fix = (
+            fix or "start the daemon, or correct docker_host (and tls_cert_dir) of the execution config"
+        )
+        subject = f"execution config {config!r}: " if config else ""
+        super().__init__(f"{subject}Docker daemon at {host} is unreachable: {reason}. Fix: {self.fix}")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from dss_airflow.config.catalog import resolve_path
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
 from dss_airflow.config.spark import KubernetesSparkConfig
-from dss_airflow.errors import DSSAirflowError, ImageBuildError, UnknownNameError
+from dss_airflow.errors import DaemonUnreachableError, DSSAirflowError, ImageBuildError, UnknownNameError
 from dss_airflow.hooks.docker import DEFAULT_DOCKER_HOST, docker_client
 from dss_airflow.images.identity import (
     BuildInputs,
@@ -63,7 +63,7 @@ class PlanItem:
     """What ``images build`` would do for a pair, and why."""
 
     target: Target
-    action: str  # "build" | "up to date" | "blocked"
+    action: str  # "build" | "up to date" | "blocked" | "unknown" (its daemon did not answer)
     reasons: list[str] = field(default_factory=list)
     build_hash: str | None = None
     tag: str | None = None
@@ -95,17 +95,26 @@ def _needs_image(env: CodeEnv, name: str, config: ExecutionConfig | SparkConfig)
 
 
 class DockerClients:
-    """One low-level client per daemon, created on first use and shared by the build threads."""
+    """One low-level client per daemon, created on first use and shared by the build threads; a daemon
+    that did not answer is asked once per process (its error is kept and raised again)."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, docker.APIClient] = {}
+        self._clients: dict[str, docker.APIClient | DaemonUnreachableError] = {}
         self._lock = threading.Lock()
 
-    def for_daemon(self, docker_host: str) -> docker.APIClient:
+    def for_daemon(self, docker_host: str, *, config_name: str | None = None) -> docker.APIClient:
         with self._lock:
             if docker_host not in self._clients:
-                self._clients[docker_host] = docker_client(docker_host, timeout=600)
-            return self._clients[docker_host]
+                try:
+                    self._clients[docker_host] = docker_client(
+                        docker_host, config_name=config_name, timeout=600
+                    )
+                except DaemonUnreachableError as exc:
+                    self._clients[docker_host] = exc
+            client = self._clients[docker_host]
+        if isinstance(client, DaemonUnreachableError):
+            raise client
+        return client
 
 
 class Planner:
@@ -142,7 +151,7 @@ class Planner:
         return config.docker_host if isinstance(config, DockerExecutionConfig) else DEFAULT_DOCKER_HOST
 
     def client_for(self, config_name: str) -> docker.APIClient:
-        return self.clients.for_daemon(self.daemon_of(config_name))
+        return self.clients.for_daemon(self.daemon_of(config_name), config_name=config_name)
 
     def base_name_of(self, config_name: str) -> str:
         return self.config(config_name).base_image
@@ -157,7 +166,7 @@ class Planner:
         key = (self.daemon_of(config_name), self.base_of(config_name).image)
         if key not in self._digests:
             try:
-                self._digests[key] = str(self.clients.for_daemon(key[0]).inspect_image(key[1])["Id"])
+                self._digests[key] = str(self.client_for(config_name).inspect_image(key[1])["Id"])
             except docker.errors.ImageNotFound:
                 self._digests[key] = None
         return self._digests[key]
@@ -240,13 +249,18 @@ class Planner:
     ) -> list[PlanItem]:
         """What a build would do, and why: reads the config, the ledger and (``check_base``) the base
         images' digests on their daemons. No build, no network. Without ``check_base`` it makes no Docker
-        call at all (a base image re-pushed under the same tag then goes unnoticed)."""
+        call at all (a base image re-pushed under the same tag then goes unnoticed). A daemon that does not
+        answer makes only its own pairs "unknown"; the others are planned as usual."""
         targets = list(targets) if targets is not None else self.targets(envs, configs)
         records = {env: self.ledger.read(env) for env in {t.env for t in targets}}
         specs: dict[str, str] = {}
         items: list[PlanItem] = []
         for target in targets:
-            blocked = self.blocked(target, check_base=check_base)
+            try:
+                blocked = self.blocked(target, check_base=check_base)
+            except DaemonUnreachableError as exc:
+                items.append(PlanItem(target, "unknown", [f"host unreachable: {exc.host}: {exc.reason}"]))
+                continue
             if blocked:
                 items.append(PlanItem(target, "blocked", [blocked]))
                 continue

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.errors import DSSAirflowError, ImageBuildError
+from dss_airflow.errors import DaemonUnreachableError, DSSAirflowError, ImageBuildError
 from dss_airflow.images.docker_builder import DockerBuilder
 from dss_airflow.images.identity import BuildInputs, Lock, image_tag
 from dss_airflow.images.incluster import plan_in_cluster
@@ -41,17 +41,19 @@ Members = list[tuple[Target, Lock, BuildInputs]]
 
 @dataclass
 class BuildReport:
-    """Outcome of ``build``: what was built (once per hash), reused, switched, and what failed."""
+    """Outcome of ``build``: what was built (once per hash), reused, switched, what failed, and the pairs
+    whose daemon did not answer (not recorded as failures: their state is unknown, not broken)."""
 
     built: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     switched: list[Target] = field(default_factory=list)
     up_to_date: list[Target] = field(default_factory=list)
     failed: dict[Target, str] = field(default_factory=dict)
+    unreachable: dict[Target, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.unreachable
 
 
 class ImageService:
@@ -94,6 +96,10 @@ class ImageService:
         for target in targets if targets is not None else self.planner.targets(envs, configs):
             try:
                 lock, inputs = self.planner.resolved(target, refresh=refresh)
+            except DaemonUnreachableError as exc:
+                report.unreachable[target] = str(exc)
+                self.progress("unreachable", str(target), str(exc))
+                continue
             except DSSAirflowError as exc:
                 self._fail(target, str(exc), None, report)
                 continue

@@ -31,7 +31,9 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
     :param build_base: build the base images those pairs use first (after an upgrade)
     :param jobs: concurrent builds
     :param config_dir: config directory, when not the default
-    :return: (XCom) ``{"built": [tags], "switched": ["env/config"], "failed": {"env/config": error}}``
+    :return: (XCom) ``{"built": [tags], "switched": ["env/config"], "failed": {"env/config": error},
+        "unreachable": {"env/config": error}}``. Failed builds fail the task; pairs whose Docker daemon
+        did not answer are only warned about (a host that is down must not hold back the others' images).
     """
 
     template_fields: Sequence[str] = ("pairs",)
@@ -70,7 +72,7 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
         targets = self._targets()
         if not targets:
             self.log.info("Nothing to rebuild")
-            return {"built": [], "switched": [], "failed": {}}
+            return {"built": [], "switched": [], "failed": {}, "unreachable": {}}
         service = ImageService(
             get_catalog(self.config_dir),
             progress=lambda event, subject, message: self.log.info("%s %s: %s", event, subject, message),
@@ -95,7 +97,10 @@ class DSSRebuildCodeEnvImagesOperator(BaseOperator):
             "reused": report.reused,
             "switched": [str(t) for t in report.switched],
             "failed": {str(t): error for t, error in report.failed.items()},
+            "unreachable": {str(t): error for t, error in report.unreachable.items()},
         }
+        for target, error in report.unreachable.items():
+            self.log.warning("Not rebuilt, its host is unreachable: %s: %s", target, error)
         if report.failed:
             details = "\n".join(f"{target}: {error}" for target, error in report.failed.items())
             raise DSSAirflowError(

@@ -3,7 +3,8 @@
 It watches what changes an image — package lists and requirements files, resources, R packages, and the
 base image *digest* (a base re-pushed under the same tag makes its envs stale) — by asking the image
 plan, the same code `dss-airflow images plan` runs. A poke builds nothing and calls nothing on the network;
-with ``check_base_digests`` it inspects each base image once on its daemon. It runs in ``reschedule``
+with ``check_base_digests`` it inspects each base image once on its daemon, and a daemon that does not
+answer makes only its own pairs "unknown" (warned about, not reported stale). It runs in ``reschedule``
 mode by default, so it holds no worker slot between pokes.
 """
 
@@ -88,6 +89,8 @@ class CodeEnvChangeSensor(BaseSensorOperator):
         for item in plan:
             if item.action == "blocked":
                 self.log.warning("%s cannot be built: %s", item.target, "; ".join(item.reasons))
+            elif item.action == "unknown":
+                self.log.warning("%s is not checked: %s", item.target, "; ".join(item.reasons))
         stale = [
             {"env": item.target.env, "config": item.target.config, "reasons": item.reasons}
             for item in plan

@@ -10,12 +10,17 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
+from dss_airflow import cli
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.images.service import ImageService
+from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator
 from dss_airflow.sensors.code_env import CodeEnvChangeSensor
 from tests.helpers import fake_context, make_project, write_config
 
@@ -125,8 +130,65 @@ def test_poke_with_nothing_changed_builds_nothing_and_skips_docker_without_diges
     quiet = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir), check_base_digests=False)
     result = quiet.poke(fake_context())
     assert not result and result.xcom_value == []
-    with pytest.raises(Exception, match="(?i)connect|refused"):
-        CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir)).poke(fake_context())
+
+
+DEAD_HOST = """
+defaults: {{project: p, data_dir: data}}
+base_images:
+  base: {{image: "{base}", bootstrap: {{}}}}
+execution_configs:
+  alive: {{type: docker, base_image: base}}
+  dead: {{type: docker, base_image: base, docker_host: "tcp://127.0.0.1:9"}}
+code_envs:
+  {env}: {{packages: {packages}}}
+projects:
+  p: {{root: project}}
+"""
+
+
+@pytest.mark.docker
+def test_a_dead_daemon_makes_only_its_own_pairs_unknown(tmp_path, base_image, capsys):
+    """Plan, sensor, CLI build and the rebuild operator with one host down: the live pair is planned and
+    rebuilt, the dead one reported "unknown (host unreachable ...)" and never recorded as failed."""
+    env = f"split-{uuid.uuid4().hex[:6]}"
+    config_dir = tmp_path / "config"
+
+    def configure(packages: list[str]) -> None:
+        text = DEAD_HOST.format(base=base_image, env=env, packages=json.dumps(packages))
+        write_config(tmp_path, {"config/c.yaml": text})
+
+    configure(["six==1.16.0"])
+    assert cli.main(["images", "plan", "--config-dir", str(config_dir)]) == 0, "plan reports, never fails"
+    printed = capsys.readouterr().out
+    assert f"build  {env}/alive  (never built)" in printed
+    assert f"unknown  {env}/dead  (host unreachable: tcp://127.0.0.1:9: connection refused" in printed
+    assert "1 build, 0 up to date, 0 blocked, 1 unknown" in printed
+
+    assert cli.main(["images", "build", "--all", "--config-dir", str(config_dir)]) == 1
+    captured = capsys.readouterr()
+    assert "switched 1" in captured.out and "unreachable 1" in captured.out
+    assert (
+        f"UNREACHABLE {env}/dead: execution config 'dead': Docker daemon at tcp://127.0.0.1:9" in captured.err
+    )
+
+    configure(["six==1.16.0", "attrs==25.1.0"])
+    stale = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir)).poke(fake_context())
+    assert stale and stale.xcom_value == [
+        {"env": env, "config": "alive", "reasons": ["package list changed"]}
+    ]
+
+    rebuild = DSSRebuildCodeEnvImagesOperator(
+        task_id="rebuild",
+        pairs=[{"env": env, "config": "alive"}, {"env": env, "config": "dead"}],
+        config_dir=str(config_dir),
+    )
+    outlets: dict[Any, Any] = defaultdict(lambda: SimpleNamespace(add=lambda *a, **k: None))
+    result = rebuild.execute({**fake_context(), "outlet_events": outlets})  # the task succeeds
+    assert result["switched"] == [f"{env}/alive"] and result["failed"] == {}
+    assert list(result["unreachable"]) == [f"{env}/dead"]
+    pairs = ImageService(load_catalog(config_dir)).ledger.read(env)
+    assert pairs["alive"].status == "ok"
+    assert "dead" not in pairs, "an unreachable host is not a failed build: nothing recorded for it"
 
 
 def test_forced_rebuild_from_the_trigger_form(tmp_path):
