@@ -54,9 +54,15 @@ def redis_server(port: int, bind: Sequence[str], workdir: Path) -> Iterator[str]
     process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 20
-        while subprocess.run(
-            ["redis-cli", "-h", bind[0], "-p", str(port), "ping"], capture_output=True, text=True, check=False
-        ).stdout.strip() != "PONG":
+        while (
+            subprocess.run(
+                ["redis-cli", "-h", bind[0], "-p", str(port), "ping"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            != "PONG"
+        ):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis did not start: {(workdir / 'redis.log').read_text()[-2000:]}")
             time.sleep(0.2)
@@ -118,7 +124,9 @@ class AirflowCluster:
             ["airflow", *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if run.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}")
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+            )
         return run
 
     def start(

@@ -30,7 +30,7 @@ from dss_airflow.config.spark import SPARK_CONFIG_TYPES, SparkConfig
 from dss_airflow.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     from pydantic import BaseModel
 
@@ -130,6 +130,12 @@ class Catalog:
         if env.requirements_file:
             lines += read_requirements_file(resolve_path(self.config_dir, env.requirements_file))
         return with_notebook_packages(lines) if env.notebook else lines
+
+
+def escapes(path: Path, roots: Iterable[Path]) -> bool:
+    """True when ``path`` (symlinks followed) lies inside none of ``roots``."""
+    real = path.resolve()
+    return not any(real.is_relative_to(root.resolve()) for root in roots)
 
 
 def resolve_path(base: Path, value: str) -> Path:

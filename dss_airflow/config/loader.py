@@ -28,6 +28,7 @@ from dss_airflow.config.catalog import (
     Catalog,
     Location,
     config_files,
+    escapes,
     fingerprint,
     resolve_path,
 )
@@ -363,6 +364,7 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
         for name, config in getattr(catalog, typed_section).items():
             check("base_images", getattr(config, "base_image", None), (typed_section, name, "base_image"))
     _check_build_for(catalog, out)
+    _check_paths_stay_inside(catalog, out)
     for name, env in catalog.code_envs.items():
         if env.requirements_file:
             _check_requirements_file(catalog, name, env.requirements_file, out)
@@ -422,6 +424,46 @@ def _check_build_for(catalog: Catalog, out: _Collector) -> None:
                         "execution or spark config", name, configs, field=".".join(at), file=file, line=line
                     )
                 )
+
+
+def _check_paths_stay_inside(catalog: Catalog, out: _Collector) -> None:
+    """Paths an admin writes stay inside their root: managed folders inside data_dir, files and project
+    roots inside the config directory, or inside one of ``defaults.allowed_roots`` (so a ``..`` typo or
+    an absolute path cannot make a run write, or a build read, anywhere on the worker)."""
+    extra = [resolve_path(catalog.config_dir, root) for root in catalog.defaults.allowed_roots]
+    folder_roots, file_roots = [catalog.data_dir, *extra], [catalog.config_dir, *extra]
+    candidates: list[tuple[tuple[str, ...], Path, list[Path]]] = [
+        (("managed_folders", name, "path"), resolve_path(catalog.data_dir, folder.path), folder_roots)
+        for name, folder in catalog.managed_folders.items()
+        if folder.path is not None
+    ]
+    config_relative = [
+        *((("code_envs", n, "requirements_file"), e.requirements_file) for n, e in catalog.code_envs.items()),
+        *((("code_envs", n, "resources", "path"), e.resources.path) for n, e in catalog.code_envs.items()),
+        *((("projects", n, "root"), p.root) for n, p in catalog.projects.items()),
+        *(
+            (("base_images", n, "dockerfile_prepend"), b.dockerfile_prepend)
+            for n, b in catalog.base_images.items()
+        ),
+        *(
+            (("base_images", n, "dockerfile_append"), b.dockerfile_append)
+            for n, b in catalog.base_images.items()
+        ),
+    ]
+    candidates += [
+        (at, resolve_path(catalog.config_dir, value), file_roots) for at, value in config_relative if value
+    ]
+    for at, path, roots in candidates:
+        if escapes(path, roots):
+            file, line = catalog.where(*at)
+            out.add(
+                f"path leads outside {'data_dir' if roots is folder_roots else 'the config directory'}",
+                file=file,
+                line=line,
+                field=".".join(at),
+                value=str(path),
+                fix=f"keep it inside {roots[0]}, or list it (or a parent) in defaults.allowed_roots",
+            )
 
 
 def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out: _Collector) -> None:

@@ -430,3 +430,9 @@ class Defaults(StrictModel):
     project: str | None = None
     cluster: str | None = Field(default=None, description="Default cluster of kubernetes configs")
     data_dir: str = Field(default="data", description="Root of relative managed-folder paths")
+    allowed_roots: list[str] = Field(
+        default_factory=list,
+        description="Directories, besides data_dir (managed folders) and the config directory (requirements "
+        "files, resources, Dockerfile fragments, project roots), that such paths may point into; relative "
+        "ones start at the config directory",
+    )

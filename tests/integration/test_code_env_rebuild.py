@@ -183,7 +183,8 @@ def test_a_dead_daemon_makes_only_its_own_pairs_unknown(tmp_path, base_image, ca
         config_dir=str(config_dir),
     )
     outlets: dict[Any, Any] = defaultdict(lambda: SimpleNamespace(add=lambda *a, **k: None))
-    result = rebuild.execute({**fake_context(), "outlet_events": outlets})  # the task succeeds
+    context: Any = {**fake_context(), "outlet_events": outlets}
+    result = rebuild.execute(context)  # the task succeeds
     assert result["switched"] == [f"{env}/alive"] and result["failed"] == {}
     assert list(result["unreachable"]) == [f"{env}/dead"]
     pairs = ImageService(load_catalog(config_dir)).ledger.read(env)

@@ -333,3 +333,48 @@ def test_a_file_marshal_cannot_cache_gives_the_same_result_every_time(tmp_path):
             load_catalog(tmp_path)
         messages.append(str(info.value))
     assert messages[0] == messages[1] and "managed_folders.raw.description" in messages[0]
+
+
+@pytest.mark.parametrize(
+    ("fragment", "field", "root"),
+    [
+        ("managed_folders:\n  esc: {path: ../../../outside}\n", "managed_folders.esc.path", "data_dir"),
+        ("managed_folders:\n  abs: {path: /srv/elsewhere}\n", "managed_folders.abs.path", "data_dir"),
+        ("projects:\n  far: {root: ../far}\n", "projects.far.root", "the config directory"),
+        (
+            "code_envs:\n  r: {requirements_file: /etc/passwd}\n",
+            "code_envs.r.requirements_file",
+            "the config directory",
+        ),
+        (
+            "code_envs:\n  s: {resources: {mode: copy, path: ../../secrets}}\n",
+            "code_envs.s.resources.path",
+            "the config directory",
+        ),
+    ],
+)
+def test_admin_paths_stay_inside_their_root(tmp_path, fragment, field, root):
+    error = load_with(tmp_path, fragment)
+    message = next(str(e) for e in error.errors if f"{field}: path leads outside" in str(e))
+    assert "extra.yaml:2:" in message and f"path leads outside {root}" in message
+    assert "defaults.allowed_roots" in message
+
+
+def test_allowed_roots_admit_a_path_outside_and_a_symlink_cannot_sneak_out(tmp_path):
+    outside = tmp_path / "shared"
+    outside.mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link").symlink_to(outside)
+    error = load_with(tmp_path, "managed_folders:\n  linked: {path: link}\n")
+    assert any("managed_folders.linked.path: path leads outside data_dir" in str(e) for e in error.errors)
+    write_config(
+        tmp_path,
+        {
+            "base.yaml": BASE_CONFIG.replace(
+                "data_dir: data", f"data_dir: data\n      allowed_roots: [{outside}]"
+            ),
+            "extra.yaml": f"managed_folders:\n  linked: {{path: link}}\n  direct: {{path: {outside}/x}}\n",
+        },
+    )
+    catalog = load_catalog(tmp_path)
+    assert catalog.folder_path("direct") == outside / "x"

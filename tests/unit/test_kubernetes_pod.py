@@ -73,7 +73,7 @@ K8S_CONFIG = """
       raw: {pvc: data-pvc, sub_path: folders/raw}
       ref: {pvc: ref-pvc}
       curated: {pvc: data-pvc, sub_path: folders/curated}
-      hostonly: {path: /srv/hostonly}
+      hostonly: {path: hostonly}
     projects:
       demo:
         root: project
