@@ -23,11 +23,11 @@ if TYPE_CHECKING:
 
 def _config_validate(config_dir: Path | None) -> int:
     from dss_airflow.config.catalog import SECTION_KINDS
-    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.config.loader import explicit_config_dir, load_catalog
     from dss_airflow.errors import InvalidConfigError
     from dss_airflow.settings import default_config_dir
 
-    directory = config_dir or default_config_dir()
+    directory = explicit_config_dir(config_dir) if config_dir else default_config_dir()
     try:
         catalog = load_catalog(directory)
     except InvalidConfigError as exc:
@@ -36,6 +36,8 @@ def _config_validate(config_dir: Path | None) -> int:
     if not directory.is_dir():
         print(f"{directory}: no config directory; using the embedded default (one 'local' execution config)")
         return 0
+    for warning in catalog.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     counts = {f"{kind}s": len(getattr(catalog, section)) for section, kind in SECTION_KINDS.items()}
     print(f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
     return 0

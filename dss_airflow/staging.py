@@ -47,6 +47,15 @@ def named_refs(refs: FolderRefs, field: str) -> dict[str, str]:
     if isinstance(refs, str):
         refs = [refs]
     named = dict(refs) if isinstance(refs, Mapping) else {ref: ref for ref in refs}
+    for name, ref in named.items():
+        if isinstance(ref, str) and ref.startswith(("/", "~")):
+            raise ConfigError(
+                "inputs and outputs name managed folders, not host paths",
+                field=f"{field}.{name}" if name != ref else field,
+                value=ref,
+                fix="declare a managed folder for that directory in the config (managed_folders), then "
+                "write 'folder' or 'folder/sub/path'",
+            )
     for name in named:
         if not _IO_NAME.match(name):
             raise ConfigError(

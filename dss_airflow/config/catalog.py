@@ -82,6 +82,8 @@ class Catalog:
     models: Mapping[str, ModelDefinition] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
     fingerprint: str = ""
+    #: Not errors, but likely mistakes (an empty file): printed by `config validate`, logged at load.
+    warnings: tuple[str, ...] = ()
 
     def where(self, *path: str) -> Location:
         """(file, line) where a config item (or its nearest defined parent) was written."""

@@ -11,6 +11,7 @@ for it once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import marshal
 import os
 import threading
@@ -34,7 +35,15 @@ from dss_airflow.config.catalog import (
 )
 from dss_airflow.config.models import INHERIT, LOCAL, NAME_PATTERN, NONE_ALIASES, Defaults
 from dss_airflow.config.requirements import read_requirements_file
-from dss_airflow.errors import ConfigError, InvalidConfigError, UnknownNameError, closest_name
+from dss_airflow.errors import (
+    ConfigError,
+    InvalidConfigError,
+    PermissionDeniedError,
+    UnknownNameError,
+    closest_name,
+)
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -164,6 +173,7 @@ class _Collector:
         self.locations: dict[tuple[str, ...], Location] = {}
         self.found: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS if section != "defaults"}
         self.defaults = Defaults()
+        self.warnings: list[str] = []
 
     def add(self, problem: str, *, file: Path | str, line: int | None, field: str, **kw: Any) -> None:
         self.errors.append(ConfigError(problem, file=file, line=line, field=field, **kw))
@@ -253,12 +263,15 @@ def load_catalog(config_dir: Path | str) -> Catalog:
         defaults=out.defaults,
         locations=out.locations,
         fingerprint=fingerprint(config_dir),
+        warnings=tuple(out.warnings),
         **out.found,
     )
     if not out.errors:
         _check_references(catalog, out)
     if out.errors:
         raise InvalidConfigError(config_dir, out.errors)
+    for warning in catalog.warnings:
+        log.warning("%s", warning)
     return catalog
 
 
@@ -271,6 +284,7 @@ def _load_file(path: Path, out: _Collector) -> None:
     for dup_path, dup_line in lines.duplicates:
         out.add("key defined twice in the same mapping", file=path, line=dup_line, field=".".join(dup_path))
     if data is None:
+        out.warnings.append(f"{path}: the file is empty (or only comments): nothing in it is configured")
         return
     if not isinstance(data, dict):
         out.add(
@@ -376,6 +390,7 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
             allow=selection_values,
         )
         check("code_envs", project.default_code_env, ("projects", name, "default_code_env"))
+        _check_project_may_use_its_default(catalog, name, out)
         check(
             "clusters",
             project.default_cluster,
@@ -394,6 +409,28 @@ def _check_references(catalog: Catalog, out: _Collector) -> None:
         check("code_envs", model.code_env, ("models", name, "code_env"))
     check("projects", catalog.defaults.project, ("defaults", "project"))
     check("clusters", catalog.defaults.cluster, ("defaults", "cluster"))
+
+
+def _check_project_may_use_its_default(catalog: Catalog, project_name: str, out: _Collector) -> None:
+    """A project's own default execution config must be one its groups may use, or every task of the
+    project that inherits it would fail at run time."""
+    from dss_airflow.config.resolve import check_permission
+
+    config_name = catalog.projects[project_name].default_execution_config
+    if config_name in (INHERIT, *NONE_ALIASES) or config_name not in catalog.execution_configs:
+        return
+    try:
+        check_permission(catalog, config_name, project_name)
+    except PermissionDeniedError as exc:
+        file, line = catalog.where("projects", project_name, "default_execution_config")
+        out.add(
+            exc.problem,
+            file=file,
+            line=line,
+            field=f"projects.{project_name}.default_execution_config",
+            value=config_name,
+            fix=exc.fix,
+        )
 
 
 def _check_build_for(catalog: Catalog, out: _Collector) -> None:
@@ -415,6 +452,18 @@ def _check_build_for(catalog: Catalog, out: _Collector) -> None:
         )
     configs = {**catalog.execution_configs, **catalog.spark_configs}
     for env_name, env in catalog.code_envs.items():
+        if not env.managed and env.build_for != "all":
+            file, line = catalog.where("code_envs", env_name, "build_for")
+            out.add(
+                "an unmanaged env (managed: false) gets no image, so it cannot be built for any config",
+                file=file,
+                line=line,
+                field=f"code_envs.{env_name}.build_for",
+                value=env.build_for,
+                fix="remove build_for (unmanaged envs run on local configs, from their external_path), or "
+                "make the env managed with a package list",
+            )
+            continue
         for index, name in enumerate(env.build_for if env.build_for != "all" else []):
             if name not in configs:
                 at = ("code_envs", env_name, "build_for", str(index))
@@ -491,11 +540,28 @@ _CACHE: dict[Path, Catalog] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def explicit_config_dir(config_dir: Path | str) -> Path:
+    """A config directory someone named (``--config-dir``, ``config_dir=``) must exist: only the *default*
+    one falls back to the embedded catalog, so a typo never runs everything on the built-in default."""
+    path = Path(config_dir).expanduser().resolve()
+    if not path.is_dir():
+        siblings = [p.name for p in path.parent.iterdir() if p.is_dir()] if path.parent.is_dir() else []
+        raise ConfigError(
+            "config directory not found",
+            field="config_dir",
+            value=str(path),
+            fix="name an existing directory of YAML files, or leave it out to use the default "
+            "($DSS_AIRFLOW_CONFIG)",
+            suggestion=closest_name(path.name, siblings),
+        )
+    return path
+
+
 def get_catalog(config_dir: Path | str | None = None) -> Catalog:
     """The catalog of ``config_dir`` (default: ``default_config_dir()``), cached until the files change."""
     from dss_airflow.settings import default_config_dir
 
-    path = Path(config_dir).expanduser().resolve() if config_dir else default_config_dir()
+    path = explicit_config_dir(config_dir) if config_dir else default_config_dir()
     current = fingerprint(path)
     with _CACHE_LOCK:
         cached = _CACHE.get(path)

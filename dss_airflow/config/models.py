@@ -100,7 +100,18 @@ def _non_root_user(value: str) -> str:
 KubernetesQuantity = Annotated[str, BeforeValidator(_k8s_quantity)]
 DockerSize = Annotated[int, BeforeValidator(_docker_size)]
 EnvVars = Annotated[dict[str, str], AfterValidator(_env_names)]
-ContainerUser = Annotated[str, AfterValidator(_non_root_user)]
+
+
+def _quoted_user(value: Any) -> Any:
+    """YAML reads ``user: 1000`` as a number: say what to write instead of "not a valid string"."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == 0:
+            raise ValueError('containers never run as root (uid 0); use a uid such as "1000:1000"')
+        raise ValueError(f'quote it or write uid:gid, e.g. user: "{value}:{value}"')
+    return value
+
+
+ContainerUser = Annotated[str, BeforeValidator(_quoted_user), AfterValidator(_non_root_user)]
 Requirement = Annotated[str, AfterValidator(check_requirement)]
 
 

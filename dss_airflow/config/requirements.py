@@ -50,6 +50,7 @@ def requirement_name(line: str) -> str:
 def read_requirements_file(path: Path) -> list[str]:
     """Requirement lines of a requirements file, comments and blanks dropped, each line checked."""
     lines: list[str] = []
+    problems: list[str] = []
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         text = raw.split(" #", 1)[0].strip()
         if not text or text.startswith("#"):
@@ -57,5 +58,7 @@ def read_requirements_file(path: Path) -> list[str]:
         try:
             lines.append(check_requirement(text))
         except ValueError as exc:
-            raise ValueError(f"line {number}: {exc}") from exc
+            problems.append(f"line {number}: {exc}")
+    if problems:  # every bad line at once: an admin fixes the file in one go
+        raise ValueError("; ".join(problems))
     return lines

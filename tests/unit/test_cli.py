@@ -28,3 +28,17 @@ def test_validate_and_show_a_good_config(capsys):
     assert main(["config", "show", "--config-dir", str(EXAMPLE_CONFIG)]) == 0
     out = capsys.readouterr().out
     assert "docker-small (docker)  [" in out and "dss.yaml:" in out
+
+
+def test_a_config_dir_that_does_not_exist_is_an_error_not_the_default(tmp_path, capsys):
+    (tmp_path / "config").mkdir()
+    assert main(["config", "validate", "--config-dir", str(tmp_path / "confg")]) == 1
+    err = capsys.readouterr().err
+    assert "config_dir: config directory not found" in err and "Did you mean 'config'?" in err
+    assert main(["images", "plan", "--config-dir", str(tmp_path / "confg")]) == 1
+
+
+def test_validate_prints_warnings(tmp_path, capsys):
+    write_config(tmp_path, {"a.yaml": BASE_CONFIG, "b.yaml": ""})
+    assert main(["config", "validate", "--config-dir", str(tmp_path)]) == 0
+    assert "warning: " in capsys.readouterr().err

@@ -214,10 +214,13 @@ def test_package_lines_are_checked_against_injection(tmp_path, line, expected):
 
 
 def test_requirements_file_lines_are_checked(tmp_path):
-    write_config(tmp_path, {"reqs/bad.txt": "pandas==2.2.3\n# comment\n--extra-index-url http://x\n"})
+    write_config(
+        tmp_path, {"reqs/bad.txt": "pandas==2.2.3\n# comment\n--extra-index-url http://x\nsix; rm -rf /\n"}
+    )
     error = load_with(tmp_path, "code_envs:\n  bad:\n    requirements_file: reqs/bad.txt\n")
     assert "code_envs.bad.requirements_file" in str(error) and "line 3" in str(error)
     assert "'--extra-index-url http://x' is a pip option" in str(error)
+    assert "line 4" in str(error), "every bad line is reported, not only the first"
 
 
 @pytest.mark.parametrize(
@@ -225,6 +228,8 @@ def test_requirements_file_lines_are_checked(tmp_path):
     [
         ("registry: {url: 'user:secret@registry.local:5000'}", "without scheme or credentials"),
         ("user: '0:0'", "never run as root"),
+        ("user: 0", "never run as root"),
+        ("user: 1000", 'quote it or write uid:gid, e.g. user: "1000:1000"'),
         ("user: root", "must be a numeric 'uid'"),
         ("docker_host: gpu-host:2376", "needs a scheme"),
         ("gpus: {count: 0}", "count must be a positive number"),
@@ -378,3 +383,28 @@ def test_allowed_roots_admit_a_path_outside_and_a_symlink_cannot_sneak_out(tmp_p
     )
     catalog = load_catalog(tmp_path)
     assert catalog.folder_path("direct") == outside / "x"
+
+
+def test_an_unmanaged_env_built_for_a_config_is_refused(tmp_path):
+    error = load_with(
+        tmp_path,
+        "code_envs:\n  ext:\n    managed: false\n    external_path: /opt/x\n    build_for: [docker-small]\n",
+    )
+    message = str(error)
+    assert "extra.yaml:2: code_envs.ext.build_for: an unmanaged env (managed: false) gets no image" in message
+
+
+def test_a_project_whose_own_default_config_it_may_not_use_is_refused(tmp_path):
+    error = load_with(
+        tmp_path, "projects:\n  p2:\n    root: project\n    default_execution_config: docker-restricted\n"
+    )
+    message = str(error)
+    assert "extra.yaml:2: projects.p2.default_execution_config:" in message
+    assert "may not use execution config 'docker-restricted'" in message and "ml-team" in message
+
+
+def test_an_empty_yaml_file_is_a_warning(tmp_path, caplog):
+    write_config(tmp_path, {"base.yaml": BASE_CONFIG, "empty.yaml": "# nothing yet\n"})
+    catalog = load_catalog(tmp_path)
+    assert len(catalog.warnings) == 1 and "empty.yaml: the file is empty" in catalog.warnings[0]
+    assert "empty.yaml: the file is empty" in caplog.text

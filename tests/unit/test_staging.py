@@ -55,6 +55,8 @@ def test_discard_after_failure_leaves_no_partial_file(catalog, tmp_path):
         ({"x": "raw/.dss-staging/other"}, "path escapes its managed folder"),
         ({"bad name": "raw"}, "invalid input/output name"),
         ({"x": "rwa/file.csv"}, "unknown managed folder 'rwa'"),
+        ({"x": "/srv/raw"}, "inputs and outputs name managed folders, not host paths"),
+        (["/srv/raw"], "inputs and outputs name managed folders, not host paths"),
     ],
 )
 def test_bad_folder_refs(catalog, refs, expected):
