@@ -14,7 +14,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
-from dss_airflow import DSSContainerRecipeOperator, DSSNotebookOperator, execution_config_choices
+from dss_airflow import DSSContainerRecipeOperator, DSSNotebookOperator, execution_config_param
 
 CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[1] / "examples" / "config")
 
@@ -25,10 +25,9 @@ with DAG(
     tags=["dss_airflow", "example", "notebook"],
     render_template_as_native_obj=True,  # numbers stay numbers in the notebook's parameters
     params={
-        "execution_config": Param(
-            "inherit",
-            enum=execution_config_choices(CONFIG_DIR, project="demo"),
-            title="Execution configuration",
+        "execution_config": execution_config_param(
+            CONFIG_DIR,
+            "demo",
             description="Where the recipe and the notebook run; 'inherit' uses the project's default.",
         ),
         "product": Param("all", enum=["all", "widget", "gadget", "gizmo"], title="Product"),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from airflow.sdk import DAG, Param
 
-from dss_airflow import DSSContainerRecipeOperator, execution_config_choices
+from dss_airflow import DSSContainerRecipeOperator, execution_config_param
 
 CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[1] / "examples" / "config")
 
@@ -21,11 +21,8 @@ with DAG(
     catchup=False,
     tags=["dss_airflow", "example"],
     params={
-        "execution_config": Param(
-            "inherit",
-            enum=execution_config_choices(CONFIG_DIR, project="demo"),
-            title="Execution configuration",
-            description="Where the recipes run; 'inherit' uses the project's default.",
+        "execution_config": execution_config_param(
+            CONFIG_DIR, "demo", description="Where the recipes run; 'inherit' uses the project's default."
         ),
         "orders": Param(500, type="integer", minimum=1, maximum=1_000_000, title="Orders to generate"),
     },

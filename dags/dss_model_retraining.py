@@ -22,7 +22,7 @@ from dss_airflow import (
     DSSPromoteModelOperator,
     DSSRetrainModelOperator,
     DSSScoreModelOperator,
-    execution_config_choices,
+    execution_config_param,
 )
 
 CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[1] / "examples" / "config")
@@ -37,11 +37,8 @@ with DAG(
     max_active_runs=1,
     tags=["dss_airflow", "example", "ml"],
     params={
-        "execution_config": Param(
-            "inherit",
-            enum=execution_config_choices(CONFIG_DIR, project="demo"),
-            title="Execution configuration",
-            description="Where every step runs; 'inherit' uses the project's default.",
+        "execution_config": execution_config_param(
+            CONFIG_DIR, "demo", description="Where every step runs; 'inherit' uses the project's default."
         ),
         "score_version": Param(
             "active",

@@ -29,13 +29,14 @@ _LAZY_IMPORTS = {
     "get_catalog": "dss_airflow.config.loader",
     "load_catalog": "dss_airflow.config.loader",
     "execution_config_choices": "dss_airflow.dag_helpers",
+    "execution_config_param": "dss_airflow.dag_helpers",
 }
 
 if TYPE_CHECKING:
     from dss_airflow.assets import code_env_asset
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.loader import get_catalog, load_catalog
-    from dss_airflow.dag_helpers import execution_config_choices
+    from dss_airflow.dag_helpers import execution_config_choices, execution_config_param
     from dss_airflow.errors import ConfigError, DSSAirflowError
     from dss_airflow.operators.images import DSSRebuildCodeEnvImagesOperator
     from dss_airflow.operators.model import (
@@ -67,6 +68,7 @@ __all__ = [
     "DSSNotebookOperator",
     "__version__",
     "execution_config_choices",
+    "execution_config_param",
     "get_catalog",
     "get_provider_info",
     "load_catalog",

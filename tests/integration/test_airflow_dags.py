@@ -35,9 +35,12 @@ def assert_outputs(data_dir: Path, orders: int) -> None:
 
 
 def test_example_dag_on_the_local_default(airflow_env, tmp_path):
-    run = dags_test(airflow_env, tmp_path, {"orders": 120})
+    run = dags_test(airflow_env, tmp_path, {"orders": 120, "execution_confg": "docker-small"})
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert "execution config 'local' (local, chosen by the global default)" in run.stdout + run.stderr
+    output = run.stdout + run.stderr
+    assert "execution config 'local' (local, chosen by the global default)" in output, "the typo is ignored"
+    assert "Trigger conf key 'execution_confg' is not a param of this DAG and is ignored" in output
+    assert "did you mean 'execution_config'?" in output
     assert_outputs(tmp_path, 120)
 
 

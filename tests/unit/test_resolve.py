@@ -8,7 +8,7 @@ import pytest
 
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.config.resolve import resolve_execution
-from dss_airflow.dag_helpers import execution_config_choices
+from dss_airflow.dag_helpers import execution_config_choices, execution_config_param
 from dss_airflow.errors import InvalidConfigError
 from tests.helpers import BASE_CONFIG, write_config
 
@@ -53,6 +53,11 @@ def test_trigger_form_choices_hide_forbidden_configs(tmp_path):
     choices = execution_config_choices(str(tmp_path), project="demo")
     assert choices == ["inherit", "docker-small", "k8s", "local"]
     assert "docker-restricted" in execution_config_choices(str(tmp_path))
+    param = execution_config_param(str(tmp_path), "demo", description="Where it runs.")
+    assert param.value == "inherit" and param.schema["enum"] == choices
+    assert param.description == (
+        "Where it runs. Not available to project 'demo': docker-restricted (groups ml-team)."
+    ), "a REST trigger gets only 'is not one of': the form says why beforehand"
 
 
 def test_templated_folder_refs_are_checked_at_run_time_only(tmp_path):
