@@ -164,19 +164,22 @@ def _prepare_run(
     outputs: Iterable[OutputRef],
     owner: tuple[int, int] | None,
 ) -> None:
-    """Write the context and create the writable directories, owned by ``owner`` (the container's uid)."""
+    """Write the context and create the writable directories, owned by ``owner`` (the container's uid).
+
+    The context holds rendered params (a templated password, say): the run directory is 0700 and the
+    file 0600 from the moment it exists, readable only by the task's own user."""
     run_dir.mkdir(mode=0o700)
-    (run_dir / "cwd").mkdir()
+    (run_dir / "cwd").mkdir(mode=0o700)
     context_file = run_dir / "context.json"
-    context_file.write_text(json.dumps(context, indent=2, sort_keys=True), encoding="utf-8")
-    context_file.chmod(0o644)
-    writable = [run_dir, run_dir / "cwd"]
+    descriptor = os.open(context_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        json.dump(context, stream, indent=2, sort_keys=True)
+    writable = [run_dir, run_dir / "cwd", context_file]
     for ref in outputs:
         if ref.host_staging.exists():
             shutil.rmtree(ref.host_staging)
         ref.host_staging.mkdir(parents=True)
         writable.append(ref.host_staging)
-    run_dir.chmod(0o755)
     if owner is not None:
         for path in writable:
             os.chown(path, *owner)

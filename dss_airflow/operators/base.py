@@ -108,7 +108,7 @@ class DSSTaskOperator(BaseOperator):
         """The flow (docs/architecture.md); the run-time layers are imported here, not at parse time."""
         from airflow.sdk.exceptions import TaskDeferred
 
-        from dss_airflow.tasks.flow import finish_run, prepare_run
+        from dss_airflow.tasks.flow import finish_run, prepare_run, warn_unknown_conf_keys
 
         warn_unknown_conf_keys(context, self.log)
         catalog = get_catalog(self.config_dir)
@@ -130,24 +130,3 @@ class DSSTaskOperator(BaseOperator):
     def on_kill(self) -> None:
         if self._backend is not None:
             self._backend.kill()
-
-
-def warn_unknown_conf_keys(context: Context, log: Any) -> None:
-    """A trigger conf key the DAG declares no param for is ignored by Airflow: a misspelled
-    ``execution_confg`` would silently run on the default config, so say so in the task log."""
-    from dss_airflow.errors import closest_name
-
-    dag, dag_run = context.get("dag"), context.get("dag_run")
-    declared = set(getattr(dag, "params", None) or {})
-    conf = getattr(dag_run, "conf", None) or {}
-    if not declared or not isinstance(conf, dict):
-        return  # a DAG without params reads dag_run.conf itself
-    for key in sorted(set(conf) - declared):
-        suggestion = closest_name(key, declared)
-        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
-        log.warning(
-            "Trigger conf key %r is not a param of this DAG and is ignored (params: %s)%s",
-            key,
-            ", ".join(sorted(declared)),
-            hint,
-        )

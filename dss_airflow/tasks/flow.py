@@ -20,6 +20,8 @@ from dss_airflow.tasks.base import Ran
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow.sdk import Context
+
     from dss_airflow.backends.base import Backend, RunOptions, RunResult, TaskLog
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.resolve import ResolvedExecution
@@ -137,3 +139,24 @@ def _where(resolved: ResolvedExecution) -> str:
     if resolved.cluster_name:
         where += f", on cluster {resolved.cluster_name!r}"
     return where
+
+
+def warn_unknown_conf_keys(context: Context, log: TaskLog) -> None:
+    """A trigger conf key the DAG declares no param for is ignored by Airflow: a misspelled
+    ``execution_confg`` would silently run on the default config, so say so in the task log."""
+    from dss_airflow.errors import closest_name
+
+    dag, dag_run = context.get("dag"), context.get("dag_run")
+    declared = set(getattr(dag, "params", None) or {})
+    conf = getattr(dag_run, "conf", None) or {}
+    if not declared or not isinstance(conf, dict):
+        return  # a DAG without params reads dag_run.conf itself
+    for key in sorted(set(conf) - declared):
+        suggestion = closest_name(key, declared)
+        hint = f"; did you mean {suggestion!r}?" if suggestion else ""
+        log.warning(
+            "Trigger conf key %r is not a param of this DAG and is ignored (params: %s)%s",
+            key,
+            ", ".join(sorted(declared)),
+            hint,
+        )

@@ -39,6 +39,7 @@ RECIPES = {
             "memory": memory,
             "input": dss_recipe.input_path("raw").joinpath("seed.txt").read_text(),
             "params": dss_recipe.params(),
+            "modes": [oct(os.stat(p).st_mode & 0o777) for p in ("..", "../context.json")],
         })
     """,
     "recipes/fails.py": """
@@ -89,6 +90,7 @@ def test_recipe_runs_non_root_with_hard_limits_and_atomic_outputs(config_dir, do
     assert inside["cpus"] == 0.5, "cpus: 0.5 is a hard CFS quota, not relative shares"
     assert inside["memory"] == 256 * 2**20
     assert inside["input"] == "seed" and inside["params"] == {"k": 1}
+    assert inside["modes"] == ["0o700", "0o600"], "rendered params are readable by the task's user only"
     assert result["outputs"] == {"out": [str(config_dir / "data" / "out" / "inspect.txt")]}
     assert (config_dir / "data" / "out" / "inspect.txt").read_text() == "ok"
     assert not (config_dir / "data" / "out" / ".dss-staging").exists()
