@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -25,4 +27,26 @@ def _isolated_state(
 ) -> None:
     """Each test gets its own image ledger; nothing touches ~/airflow or ~/.cache."""
     monkeypatch.setenv("DSS_AIRFLOW_STATE", str(tmp_path_factory.mktemp("dss-state")))
+    monkeypatch.delenv("DSS_AIRFLOW_STATE_CONN_ID", raising=False)  # SQLite unless a test shares one
     monkeypatch.setenv("DSS_AIRFLOW_CACHE", str(shared_cache))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL 15 cluster on 127.0.0.1:18432 for the session (tests/services.py). Skips with
+    the reason when it cannot be had here; under CI=true that is a failure."""
+    from tests.services import ServiceUnavailable, postgres_available, postgres_cluster
+
+    def unavailable(reason: str):
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
+
+    reason = postgres_available()
+    if reason is not None:
+        unavailable(reason)
+    try:
+        with postgres_cluster() as cluster:
+            yield cluster
+    except ServiceUnavailable as exc:
+        unavailable(str(exc))
