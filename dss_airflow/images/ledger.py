@@ -228,15 +228,15 @@ class Ledger:
     @contextlib.contextmanager
     def build_log(self, name: str) -> Iterator[Path]:
         """A local file for a builder to write while it runs, stored as log ``name`` when the build ends,
-        success or failure, so that every host can read it."""
+        success or failure, so that every host can read it. Nothing written (an existing image reused)
+        keeps the log stored under that name before."""
         with tempfile.TemporaryDirectory(prefix="dss-build-log-") as scratch:
             path = Path(scratch) / name
             try:
                 yield path
             finally:
-                self.store_log(
-                    name, path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-                )
+                if path.exists():
+                    self.store_log(name, path.read_text(encoding="utf-8", errors="replace"))
 
     # ------------------------------------------------------------------------------ transitions
     def switch(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import DSSAirflowError, ImageBuildError
@@ -118,14 +118,15 @@ class ImageService:
             with self.ledger.build_lock(target.env), self.ledger.build_log(log_name) as log_file:
                 image_id, built = self.docker.ensure_image(target, lock, inputs, tag, log_file, force=force)
             (report.built if built else report.reused).append(tag)
+            # One image, one record: the members differ only in where they run it from (their registry).
+            built_record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag, image_id=image_id)
             for member, _, _ in members:
                 try:
-                    image = self.docker.publish(member, tag, image_id)
-                    record = ImageRecord.built_from(inputs, lock, image=image, tag=tag, image_id=image_id)
+                    record = replace(built_record, image=self.docker.publish(member, tag, image_id))
                     unused = self.ledger.switch(member.env, member.config, record, log_name=log_name)
                     self.docker.remove(member, unused)
                     report.switched.append(member)
-                    self.progress("switched", str(member), f"now runs {image}")
+                    self.progress("switched", str(member), f"now runs {record.image}")
                 except DSSAirflowError as exc:
                     self._fail(member, str(exc), log_name, report)
         except ImageBuildError as exc:

@@ -158,6 +158,9 @@ def test_a_build_log_is_stored_when_the_build_ends_even_when_it_fails(ledger):
         path.write_text("step 1\nstep 2\n")
     assert ledger.log("ok.log") == "step 1\nstep 2\n"
     assert not path.exists(), "the local file was a scratch copy"
+    with ledger.build_log("ok.log"):
+        pass  # the image existed: nothing built, nothing written
+    assert ledger.log("ok.log") == "step 1\nstep 2\n", "a reuse keeps the log of the build"
 
     def fail_building() -> None:
         with ledger.build_log("bad.log") as path:
