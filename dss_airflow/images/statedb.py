@@ -128,12 +128,15 @@ class StateDB:
         key = advisory_key(f"dss_airflow build {name}")
         with _explained(self.place):
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
         try:
+            with _explained(self.place):
+                conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": key})
             yield
-        finally:
-            with contextlib.suppress(sqlalchemy.exc.DBAPIError):  # a lost connection released it
+        finally:  # the connection goes back to the pool: it must not keep the lock
+            try:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            except sqlalchemy.exc.DBAPIError:
+                conn.invalidate()  # a closed session holds no lock
             conn.close()
 
 

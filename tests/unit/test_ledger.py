@@ -249,6 +249,25 @@ def test_another_lock_name_does_not_wait(ledger):
     other.join(timeout=20)
 
 
+def test_a_failed_build_releases_the_build_lock(ledger):
+    def fail_building() -> None:
+        with ledger.build_lock("pandas"):
+            raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError, match="build failed"):
+        fail_building()
+    if ledger.db.is_sqlite:
+        import fcntl
+
+        assert ledger.db.place.directory is not None
+        with open(ledger.db.place.directory / "build-pandas.lock") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError while held
+        return
+    with ledger.db.engine.connect() as conn:
+        held = conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar()
+    assert held == 0, "no pooled connection keeps the advisory lock"
+
+
 # ------------------------------------------------------------------------------------- engine cache
 def test_opening_the_ledger_again_in_a_process_makes_no_schema_round_trip(ledger):
     statements: list[str] = []
