@@ -33,20 +33,21 @@ def _isolated_state(
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A private PostgreSQL 15 cluster on 127.0.0.1:18432 for the session (tests/services.py). Skips with
-    the reason when it cannot be had here; under CI=true that is a failure."""
-    from tests.services import ServiceUnavailable, postgres_available, postgres_cluster
+    """A private PostgreSQL 15 cluster on 127.0.0.1:18432 for the session (tests/services.py). Skipped,
+    with the reason, only when not root and the binaries are missing (a failure under CI=true); a cluster
+    that cannot be installed or started is a failure."""
+    from tests.services import ServiceUnavailable, postgres_cluster, postgres_missing
 
-    def unavailable(reason: str):
+    try:
+        missing = postgres_missing()
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if missing is not None:
         if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"PostgreSQL is required in CI: {reason}", pytrace=False)
-        pytest.skip(reason)
-
-    reason = postgres_available()
-    if reason is not None:
-        unavailable(reason)
+            pytest.fail(f"PostgreSQL is required in CI: {missing}", pytrace=False)
+        pytest.skip(missing)
     try:
         with postgres_cluster() as cluster:
             yield cluster
     except ServiceUnavailable as exc:
-        unavailable(str(exc))
+        pytest.fail(str(exc), pytrace=False)

@@ -66,15 +66,18 @@ class PostgresCluster:
         ).stdout  # fmt: skip
 
 
-def postgres_available() -> str | None:
-    """None when a cluster can be started here, else why not (after trying the install script as root)."""
+def postgres_missing() -> str | None:
+    """Why no cluster can be started here (not root and no binaries), else None; as root the binaries are
+    installed first (ServiceUnavailable when that fails: a broken machine, not a reason to skip)."""
     if (PG_BIN / "initdb").exists():
         return None
     if os.geteuid() != 0:
         return f"{PG_BIN}/initdb is missing and only root can install PostgreSQL ({ENSURE_POSTGRES.name})"
     proc = subprocess.run(["bash", str(ENSURE_POSTGRES)], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        return f"{ENSURE_POSTGRES.name} failed: {(proc.stderr or proc.stdout).strip()[-1500:]}"
+        raise ServiceUnavailable(
+            f"{ENSURE_POSTGRES.name} failed: {(proc.stderr or proc.stdout).strip()[-1500:]}"
+        )
     return None
 
 
