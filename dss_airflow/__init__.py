@@ -129,6 +129,23 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "/var/cache/dss-airflow",
                         "default": None,
                     },
+                    "state_dir": {
+                        "description": "Local durable state: the SQLite image ledger (unless state_conn_id "
+                        "is set) and notebook servers. The DSS_AIRFLOW_STATE environment variable wins.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/lib/dss-airflow",
+                        "default": None,
+                    },
+                    "state_conn_id": {
+                        "description": "Airflow connection (PostgreSQL) of the database holding the image "
+                        "ledger, build logs and package locks, so that several workers share them. Unset: a "
+                        "SQLite file in state_dir (one machine). DSS_AIRFLOW_STATE_CONN_ID wins.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "dss_state",
+                        "default": None,
+                    },
                 },
             }
         },

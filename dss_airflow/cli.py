@@ -2,6 +2,7 @@
 
 dss-airflow config validate [--config-dir DIR]   # every problem with file:line and fix; exit 1 if any
 dss-airflow config show [--config-dir DIR]       # what was loaded, and from where
+dss-airflow images status [ENV ...] | images log ENV [--config CFG]   # from the ledger, on any host
 dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--folder NAME ...]
 dss-airflow notebook stop [NAME ... | --all]     # notebook list: the servers started from here
 """
@@ -97,6 +98,7 @@ def _images(args: argparse.Namespace) -> int:
         "build": _images_build,
         "build-base": lambda s, a: _build_bases(s, a.names or sorted(catalog.base_images), a.force),
         "status": _images_status,
+        "log": _images_log,
         "rollback": _images_rollback,
         "build-job": _images_build_job,
     }
@@ -151,6 +153,29 @@ def _images_status(service: ImageService, args: argparse.Namespace) -> int:
             if state.last_log:
                 line += f"; log {state.last_log}"
             print(line)
+    return 0
+
+
+def _images_log(service: ImageService, args: argparse.Namespace) -> int:
+    """The last build log of each pair of the env, from the ledger (any host sharing it can read it)."""
+    service.catalog.lookup("code_envs", args.env, field="env")
+    found = 0
+    for config, state in sorted(service.ledger.read(args.env).items()):
+        if args.config and config not in args.config:
+            continue
+        text = service.ledger.log(state.last_log) if state.last_log else None
+        if text is None:
+            print(f"{args.env}/{config}: no build log stored ({state.status})", file=sys.stderr)
+            continue
+        found += 1
+        print(f"=== {args.env}/{config}: {state.status}, log {state.last_log}")
+        print(text, end="" if text.endswith("\n") else "\n")
+    if not found:
+        print(
+            f"no build log of {args.env}: build it with `dss-airflow images build {args.env}`",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -254,6 +279,7 @@ IMAGE_COMMANDS = {
     "build": "build, smoke-test and switch code-env images",
     "build-base": "build base images",
     "status": "current and previous images, last build",
+    "log": "print the last build log of an env's pairs",
     "rollback": "make the previous image current again",
     "build-job": "print (or --apply: run) the Kubernetes Job that builds an image in the cluster",
 }
@@ -261,7 +287,7 @@ IMAGE_COMMANDS = {
 
 def _add_image_arguments(sub: argparse.ArgumentParser, name: str) -> None:
     sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
-    if name in ("rollback", "build-job"):
+    if name in ("rollback", "build-job", "log"):
         sub.add_argument("env")
     elif name == "build-base":
         sub.add_argument("names", nargs="*", help="base images (default: all buildable)")

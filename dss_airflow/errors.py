@@ -146,7 +146,8 @@ class ImageBuildError(DSSAirflowError):
     """A base or code-env image could not be built, smoke-tested or pushed; the previous image stays.
 
     ``summary`` is the one-line reason, ``logs`` the tail of the failing tool's output (appended to the
-    message when ``show_logs``), ``log_file`` the whole build log when one was written.
+    message when ``show_logs``), ``log_file`` the builder's local log while it ran (the ledger then keeps
+    its content under the pair's ``last_log``: ``dss-airflow images log``).
     """
 
     def __init__(
@@ -163,6 +164,16 @@ class ImageBuildError(DSSAirflowError):
         if show_logs and self.logs:
             message = f"{message}\n--- last {len(self.logs)} lines of output ---\n" + "\n".join(self.logs)
         super().__init__(message)
+
+
+class StateStoreError(DSSAirflowError):
+    """The image ledger's database cannot be used: an undefined ``state_conn_id``, a server that is down or
+    refuses us, a wrong password. The message names the connection, host:port and the fix, never the
+    password; ``conn_id`` is None for the single-machine SQLite file."""
+
+    def __init__(self, message: str, *, conn_id: str | None = None) -> None:
+        super().__init__(message)
+        self.conn_id = conn_id
 
 
 class BootstrapUnavailableError(ImageBuildError):

@@ -8,6 +8,7 @@ from pathlib import Path
 ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
 ENV_CACHE_DIR = "DSS_AIRFLOW_CACHE"
 ENV_STATE_DIR = "DSS_AIRFLOW_STATE"
+ENV_STATE_CONN_ID = "DSS_AIRFLOW_STATE_CONN_ID"
 
 
 def _airflow_option(key: str) -> str | None:
@@ -37,10 +38,17 @@ def cache_dir() -> Path:
 
 
 def state_dir() -> Path:
-    """Durable state (image build ledger, locks, build logs): ``$DSS_AIRFLOW_STATE`` >
-    ``[dss_airflow] state_dir`` > ``$AIRFLOW_HOME/dss_airflow_state``. Share it between workers."""
+    """Durable local state (the SQLite image ledger unless ``state_conn_id`` is set; notebook servers):
+    ``$DSS_AIRFLOW_STATE`` > ``[dss_airflow] state_dir`` > ``$AIRFLOW_HOME/dss_airflow_state``."""
     explicit = os.environ.get(ENV_STATE_DIR) or _airflow_option("state_dir")
     if explicit:
         return Path(explicit).expanduser().resolve()
     airflow_home = os.environ.get("AIRFLOW_HOME", "~/airflow")
     return (Path(airflow_home).expanduser() / "dss_airflow_state").resolve()
+
+
+def state_conn_id() -> str | None:
+    """The Airflow connection of a PostgreSQL database holding the image ledger, so that every worker sees
+    what any of them built: ``$DSS_AIRFLOW_STATE_CONN_ID`` > ``[dss_airflow] state_conn_id``; None keeps
+    the ledger in SQLite under :func:`state_dir` (one machine)."""
+    return os.environ.get(ENV_STATE_CONN_ID) or _airflow_option("state_conn_id")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: venv and packages, Docker engine and the air-gapped base
-# image (as root; built once, then reused from its content hash), lint and types, then pytest.
+# image (as root; built once, then reused from its content hash), PostgreSQL 15 binaries for the shared
+# ledger tests (as root; the tests start their own cluster), lint and types, then pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -k quantity
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -12,6 +13,13 @@ if ! "$ROOT/scripts/ensure-base-image.sh" >/dev/null; then
     exit 1
   fi
   echo "test.sh: no Docker engine/base image here: Docker tests will be skipped with the reason" >&2
+fi
+if ! "$ROOT/scripts/ensure-postgres.sh"; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI needs the PostgreSQL 15 binaries (see above)" >&2
+    exit 1
+  fi
+  echo "test.sh: no PostgreSQL binaries here: the PostgreSQL ledger tests will be skipped with the reason" >&2
 fi
 echo "== ruff"
 .venv/bin/ruff check .

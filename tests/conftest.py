@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
@@ -25,4 +27,27 @@ def _isolated_state(
 ) -> None:
     """Each test gets its own image ledger; nothing touches ~/airflow or ~/.cache."""
     monkeypatch.setenv("DSS_AIRFLOW_STATE", str(tmp_path_factory.mktemp("dss-state")))
+    monkeypatch.delenv("DSS_AIRFLOW_STATE_CONN_ID", raising=False)  # SQLite unless a test shares one
     monkeypatch.setenv("DSS_AIRFLOW_CACHE", str(shared_cache))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A private PostgreSQL 15 cluster on 127.0.0.1:18432 for the session (tests/services.py). Skipped,
+    with the reason, only when not root and the binaries are missing (a failure under CI=true); a cluster
+    that cannot be installed or started is a failure."""
+    from tests.services import ServiceUnavailable, postgres_cluster, postgres_missing
+
+    try:
+        missing = postgres_missing()
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if missing is not None:
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"PostgreSQL is required in CI: {missing}", pytrace=False)
+        pytest.skip(missing)
+    try:
+        with postgres_cluster() as cluster:
+            yield cluster
+    except ServiceUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)

@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dss_airflow.errors import LockError
 
@@ -134,28 +134,33 @@ class Lock:
         return [line.split("==", 1)[0].strip() for line in self.text.splitlines() if "==" in line]
 
 
+class LockStore(Protocol):
+    """Where resolved package lists are kept by spec hash (the ledger), so every host reuses them."""
+
+    def lock_text(self, spec_hash: str) -> str | None: ...
+
+    def store_lock(self, spec_hash: str, text: str) -> None: ...
+
+
 def resolve_lock(
     requirements: Sequence[str],
     *,
     python: str,
-    locks_dir: Path,
+    store: LockStore,
     index_url: str | None = None,
     refresh: bool = False,
 ) -> Lock:
-    """The lock of a package list: read from ``locks_dir`` when this spec was resolved before.
+    """The lock of a package list: read from ``store`` when this spec was resolved before.
 
     ``refresh`` re-resolves (to pick up new releases of unpinned packages); a different result then
     changes the build hash, so drift shows up as a rebuild with a reason rather than silently.
     """
     key = spec_hash(python, requirements)
-    path = locks_dir / f"{key}.txt"
-    if path.is_file() and not refresh:
-        return Lock(spec_hash=key, text=path.read_text(encoding="utf-8"))
+    known = None if refresh else store.lock_text(key)
+    if known is not None:
+        return Lock(spec_hash=key, text=known)
     text = _uv_compile(requirements, python=python, index_url=index_url) if requirements else ""
-    locks_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    store.store_lock(key, text)
     return Lock(spec_hash=key, text=text)
 
 

@@ -1,32 +1,44 @@
-"""Durable build state of code-env images, shared by the CLI, the sensor and the operators.
+"""Durable build state of code-env images, shared by the CLI, the sensor, the operators and every worker.
 
-One JSON record per code env (``images/<env>.json``) holds, for each execution or spark config, the
-*current* image (what tasks run), the previous ones (for rollback), the last build's status, error and log
-file. Writers take a per-env file lock and replace the record atomically (temp file + rename), so a
-reader — a task starting while a rebuild runs — sees either the old record or the new one, never half of
-one. The state transitions (switch, failure, rollback) and which superseded images may go are here too;
-removing an image is the builder's business.
+For each (code env, execution or spark config) pair the ledger holds the *current* image (what tasks
+run), the previous ones (for rollback), the last build's status, error and log; next to them, the
+resolved package lists by spec hash and the build logs by name. It lives in a database
+(:mod:`~dss_airflow.images.statedb`): a SQLite file under ``state_dir`` on one machine, or PostgreSQL
+through the Airflow connection ``state_conn_id`` when several workers build and run images. Writers hold
+the env's row lock for their read-modify-write, so a reader — a task starting while a rebuild runs — sees
+the old state or the new one, never half of one; builders of one env take turns through a build lock that
+also works across hosts. The state transitions (switch, failure, rollback) and which superseded images
+may go are here too; removing an image is the builder's business.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
+import logging
+import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from dss_airflow.errors import DSSAirflowError
+from dss_airflow.images import statedb
 from dss_airflow.images.identity import BuildInputs, Lock
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
-    from pathlib import Path
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+
+    from dss_airflow.images.statedb import StateDB
+
+log = logging.getLogger(__name__)
 
 #: How many superseded images are kept for `dss-airflow images rollback`; older ones are removed.
 KEEP_PREVIOUS = 3
+#: How much of a build log is kept: its end, where the error is.
+LOG_KEEP_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -115,74 +127,136 @@ def now() -> str:
 
 
 class Ledger:
-    """The build state directory: records, locks of resolved package lists, build logs."""
+    """The build state: pairs' records, resolved package locks and build logs, in one database."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.records = root / "images"
-        self.locks = root / "locks"
-        self.logs = root / "logs"
+    def __init__(self, db: StateDB) -> None:
+        self.db = db
 
-    def _record_path(self, env: str) -> Path:
-        return self.records / f"{env}.json"
+    @classmethod
+    def default(cls) -> Ledger:
+        """The configured ledger, the one every caller uses: PostgreSQL through ``state_conn_id`` when
+        set (several workers), else SQLite under ``state_dir`` (one machine)."""
+        from dss_airflow.settings import state_conn_id, state_dir
 
+        conn_id = state_conn_id()
+        return cls.shared(conn_id, state_dir()) if conn_id else cls.local(state_dir())
+
+    @classmethod
+    def local(cls, directory: Path) -> Ledger:
+        """SQLite in ``directory`` (imports the JSON ledger found there, once)."""
+        return cls(statedb.sqlite_db(directory, first_use=_json_importer(directory)))
+
+    @classmethod
+    def shared(cls, conn_id: str, legacy_dir: Path) -> Ledger:
+        """PostgreSQL of Airflow connection ``conn_id`` (imports the JSON ledger of ``legacy_dir`` into an
+        empty database, once)."""
+        return cls(statedb.postgres_db(conn_id, first_use=_json_importer(legacy_dir)))
+
+    # ---------------------------------------------------------------------------------- records
     def read(self, env: str) -> dict[str, PairState]:
-        """All pairs of an env (no lock: records are replaced atomically)."""
-        try:
-            data = json.loads(self._record_path(env).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return {}
-        return {config: PairState.from_json(item) for config, item in data.get("configs", {}).items()}
+        """All pairs of an env, as committed (a reader never waits for a writer, nor sees half of one)."""
+        with self.db.transaction() as conn:
+            return _read_pairs(conn, env)
 
     def pair(self, env: str, config: str) -> PairState:
-        return self.read(env).get(config, PairState())
+        with self.db.transaction() as conn:
+            found = conn.execute(
+                sa.select(statedb.pairs.c.state).where(
+                    statedb.pairs.c.env == env, statedb.pairs.c.config == config
+                )
+            ).scalar()
+        return PairState.from_json(json.loads(found)) if found is not None else PairState()
 
     @contextlib.contextmanager
     def update(self, env: str) -> Iterator[dict[str, PairState]]:
-        """Read-modify-write of an env's record under its lock; written atomically on exit."""
-        self.records.mkdir(parents=True, exist_ok=True)
-        with open(self.records / f".{env}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            pairs = self.read(env)
+        """Read-modify-write of an env's pairs while holding its row lock; committed on exit, all or
+        nothing (an exception in the block writes nothing)."""
+        with self.db.transaction(write=True) as conn:
+            statedb.upsert(conn, statedb.envs, {"env": env})
+            conn.execute(sa.select(statedb.envs.c.env).where(statedb.envs.c.env == env).with_for_update())
+            pairs = _read_pairs(conn, env)
+            before = {config: _pair_text(state) for config, state in pairs.items()}
             yield pairs
-            payload = {
-                "env": env,
-                "configs": {name: _pair_json(state) for name, state in sorted(pairs.items())},
-            }
-            path = self._record_path(env)
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_text(json.dumps(payload, indent=2, sort_keys=True), encoding="utf-8")
-            os.replace(tmp, path)
+            for config in before.keys() - pairs.keys():
+                conn.execute(
+                    sa.delete(statedb.pairs).where(
+                        statedb.pairs.c.env == env, statedb.pairs.c.config == config
+                    )
+                )
+            for config, state in pairs.items():
+                text = _pair_text(state)
+                if before.get(config) != text:
+                    statedb.upsert(conn, statedb.pairs, {"env": env, "config": config, "state": text})
 
     @contextlib.contextmanager
     def build_lock(self, env: str) -> Iterator[None]:
-        """Serialises builders of one env (two rebuild runs, the CLI and a DAG): the second waits, then
-        finds the image built and reuses it."""
-        self.records.mkdir(parents=True, exist_ok=True)
-        with open(self.records / f".build-{env}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        """Serialises builders of one env (two rebuild runs, the CLI and a DAG, on any hosts sharing the
+        ledger): the second waits, then finds the image built and reuses it."""
+        with self.db.build_lock(env):
             yield
 
     def envs(self) -> list[str]:
-        return sorted(p.stem for p in self.records.glob("*.json")) if self.records.is_dir() else []
+        with self.db.transaction() as conn:
+            return list(conn.execute(sa.select(statedb.envs.c.env).order_by(statedb.envs.c.env)).scalars())
+
+    # ------------------------------------------------------------------------------- locks, logs
+    def lock_text(self, spec_hash: str) -> str | None:
+        """The resolved package list stored for a spec, or None when it was never resolved."""
+        with self.db.transaction() as conn:
+            return conn.execute(
+                sa.select(statedb.package_locks.c.text).where(statedb.package_locks.c.spec_hash == spec_hash)
+            ).scalar()
+
+    def store_lock(self, spec_hash: str, text: str) -> None:
+        with self.db.transaction(write=True) as conn:
+            statedb.upsert(conn, statedb.package_locks, {"spec_hash": spec_hash, "text": text})
+
+    def log(self, name: str) -> str | None:
+        """A stored build log (a pair's ``last_log`` names one), or None."""
+        with self.db.transaction() as conn:
+            return conn.execute(
+                sa.select(statedb.build_logs.c.text).where(statedb.build_logs.c.name == name)
+            ).scalar()
+
+    def store_log(self, name: str, text: str) -> None:
+        """Keep a build log, its last ``LOG_KEEP_BYTES`` when longer (the end says what failed)."""
+        with self.db.transaction(write=True) as conn:
+            statedb.upsert(
+                conn, statedb.build_logs, {"name": name, "text": log_tail(text), "stored_at": now()}
+            )
+
+    @contextlib.contextmanager
+    def build_log(self, name: str) -> Iterator[Path]:
+        """A local file for a builder to write while it runs, stored as log ``name`` when the build ends,
+        success or failure, so that every host can read it. Nothing written (an existing image reused)
+        keeps the log stored under that name before."""
+        with tempfile.TemporaryDirectory(prefix="dss-build-log-") as scratch:
+            path = Path(scratch) / name
+            try:
+                yield path
+            finally:
+                if path.exists():
+                    self.store_log(name, path.read_text(encoding="utf-8", errors="replace"))
 
     # ------------------------------------------------------------------------------ transitions
-    def switch(self, env: str, config: str, record: ImageRecord, *, log_file: Path) -> list[ImageRecord]:
+    def switch(
+        self, env: str, config: str, record: ImageRecord, *, log_name: str | None
+    ) -> list[ImageRecord]:
         """Make ``record`` the pair's current image (the previous ones kept for rollback); returns the
         superseded images that no pair of the env uses any more, which the caller may remove."""
         with self.update(env) as pairs:
             state = pairs.setdefault(config, PairState())
             dropped = switch_current(state, record)
-            state.last_log = str(log_file)
+            state.last_log = log_name
         return unused(pairs, dropped)
 
-    def record_failure(self, env: str, config: str, error: str, log_file: Path | None) -> None:
+    def record_failure(self, env: str, config: str, error: str, log_name: str | None) -> None:
         """A failed resolution, build, smoke test or push: the current image stays."""
         with self.update(env) as pairs:
             state = pairs.setdefault(config, PairState())
             state.status, state.last_error, state.updated_at = "failed", error, now()
-            if log_file is not None:
-                state.last_log = str(log_file)
+            if log_name is not None:
+                state.last_log = log_name
 
     def rollback(self, env: str, configs: Iterable[str] | None = None) -> dict[str, ImageRecord]:
         """Make the most recent previous image current again (the current one becomes previous)."""
@@ -199,6 +273,73 @@ class Ledger:
                 state.status, state.last_error, state.updated_at = "rolled back", None, now()
                 done[config] = target_record
         return done
+
+
+def log_tail(text: str, keep: int = LOG_KEEP_BYTES) -> str:
+    """``text`` cut to its last ``keep`` bytes of UTF-8, saying so (and without NULs: PostgreSQL text)."""
+    data = text.replace("\x00", "").encode("utf-8")
+    if len(data) <= keep:
+        return text.replace("\x00", "")
+    kept = data[-keep:].decode("utf-8", errors="ignore")
+    return f"[... first {len(data) - keep} bytes of the log dropped ...]\n{kept}"
+
+
+def _read_pairs(conn: sa.Connection, env: str) -> dict[str, PairState]:
+    rows = conn.execute(
+        sa.select(statedb.pairs.c.config, statedb.pairs.c.state).where(statedb.pairs.c.env == env)
+    )
+    return {config: PairState.from_json(json.loads(text)) for config, text in rows}
+
+
+def _pair_text(state: PairState) -> str:
+    return json.dumps(_pair_json(state), sort_keys=True)
+
+
+def _json_importer(directory: Path) -> Callable[[sa.Connection], None]:
+    """Imports the JSON ledger of earlier releases (``images/<env>.json``, ``locks/``, ``logs/`` under
+    ``directory``) into an empty database, once; the files are left as they were."""
+
+    def import_json(conn: sa.Connection) -> None:
+        records = sorted((directory / "images").glob("*.json"))
+        if not records or conn.execute(sa.select(statedb.envs.c.env).limit(1)).first() is not None:
+            return
+        for path in records:
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                log.warning("not imported: %s (%s)", path, exc)
+                continue
+            env = str(data.get("env") or path.stem)
+            statedb.upsert(conn, statedb.envs, {"env": env})
+            for config, item in data.get("configs", {}).items():
+                state = PairState.from_json(item)
+                if state.last_log:  # was a path on this host: now a stored log, by name
+                    old_log = Path(state.last_log)
+                    state.last_log = old_log.name
+                    if old_log.is_file():
+                        text = log_tail(old_log.read_text(encoding="utf-8", errors="replace"))
+                        statedb.upsert(
+                            conn, statedb.build_logs, {"name": old_log.name, "text": text, "stored_at": now()}
+                        )
+                statedb.upsert(
+                    conn, statedb.pairs, {"env": env, "config": config, "state": _pair_text(state)}
+                )
+        locks = sorted((directory / "locks").glob("*.txt"))
+        for path in locks:
+            statedb.upsert(
+                conn,
+                statedb.package_locks,
+                {"spec_hash": path.stem, "text": path.read_text(encoding="utf-8")},
+            )
+        log.info(
+            "imported the JSON image ledger of %s (%d code envs, %d package locks) into the database; "
+            "the JSON files are left as they were",
+            directory,
+            len(records),
+            len(locks),
+        )
+
+    return import_json
 
 
 def _pair_json(state: PairState) -> dict[str, Any]:

@@ -24,15 +24,13 @@ if TYPE_CHECKING:
 def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | None = None) -> ImageRef:
     """The current image of the resolved (code env, execution config) pair — or (code env, spark config)
     for Spark on Kubernetes, whose images are built for the spark config."""
-    from dss_airflow.settings import state_dir
-
     spark = resolved.spark_config if resolved.spark_config and resolved.spark_config.is_cluster else None
     config_name = resolved.spark_config_name if spark else resolved.execution_config_name
     config = resolved.execution_config
     if spark is None and not isinstance(config, DockerExecutionConfig | KubernetesExecutionConfig):
         raise TypeError(f"execution config {config_name!r} does not run containers")
     assert config_name is not None
-    state = (ledger or Ledger(state_dir())).pair(resolved.code_env_name, config_name)
+    state = (ledger or Ledger.default()).pair(resolved.code_env_name, config_name)
     if state.current is not None:
         return ImageRef(image=state.current.image, python=state.current.python)
     env = resolved.code_env

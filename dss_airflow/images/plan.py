@@ -215,7 +215,7 @@ class Planner:
         return resolve_lock(
             self.catalog.requirements(target.env),
             python=self.catalog.code_envs[target.env].python,
-            locks_dir=self.ledger.locks,
+            store=self.ledger,
             index_url=self.base_of(target.config).pip_index_url,
             refresh=refresh,
         )
@@ -289,8 +289,8 @@ class Planner:
         current = self.ledger.pair(target.env, target.config).current
         if current is None or replace(current.inputs(), lock_sha256=inputs.lock_sha256) != inputs:
             return None  # base image, resources, R packages or template changed: full build
-        previous_lock = self.ledger.locks / f"{current.spec_hash}.txt"
-        if not previous_lock.is_file():
+        previous_lock = self.ledger.lock_text(current.spec_hash)
+        if previous_lock is None:
             return None
         try:
             labels = self.client_for(target.config).inspect_image(current.tag)["Config"]["Labels"]
@@ -299,7 +299,7 @@ class Planner:
         increments = int(labels.get("dss_airflow.increments", "0"))
         if increments >= MAX_INCREMENTS:
             return None  # bound the layer chain: a full build now and then
-        old, new = _pins(previous_lock.read_text(encoding="utf-8")), _pins(lock.text)
+        old, new = _pins(previous_lock), _pins(lock.text)
         return Parent(
             tag=current.tag,
             increments=increments,

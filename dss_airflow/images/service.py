@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import DaemonUnreachableError, DSSAirflowError, ImageBuildError
@@ -67,10 +67,10 @@ class ImageService:
         progress: ProgressCallback | None = None,
         uv_cache: Path | None = None,
     ) -> None:
-        from dss_airflow.settings import cache_dir, state_dir
+        from dss_airflow.settings import cache_dir
 
         self.catalog = catalog
-        self.ledger = ledger or Ledger(state_dir())
+        self.ledger = ledger or Ledger.default()
         self.progress = progress or (
             lambda event, subject, message: log.info("%s %s: %s", event, subject, message)
         )
@@ -119,28 +119,29 @@ class ImageService:
         target, lock, inputs = members[0]
         build_hash = inputs.build_hash()
         tag = image_tag(target.env, build_hash)
-        log_file = self.ledger.logs / f"{target.env}-{build_hash[:12]}.log"
+        log_name = f"{target.env}-{build_hash[:12]}.log"
         try:
-            with self.ledger.build_lock(target.env):
+            with self.ledger.build_lock(target.env), self.ledger.build_log(log_name) as log_file:
                 image_id, built = self.docker.ensure_image(target, lock, inputs, tag, log_file, force=force)
             (report.built if built else report.reused).append(tag)
+            # One image, one record: the members differ only in where they run it from (their registry).
+            built_record = ImageRecord.built_from(inputs, lock, image=tag, tag=tag, image_id=image_id)
             for member, _, _ in members:
                 try:
-                    image = self.docker.publish(member, tag, image_id)
-                    record = ImageRecord.built_from(inputs, lock, image=image, tag=tag, image_id=image_id)
-                    unused = self.ledger.switch(member.env, member.config, record, log_file=log_file)
+                    record = replace(built_record, image=self.docker.publish(member, tag, image_id))
+                    unused = self.ledger.switch(member.env, member.config, record, log_name=log_name)
                     self.docker.remove(member, unused)
                     report.switched.append(member)
-                    self.progress("switched", str(member), f"now runs {image}")
+                    self.progress("switched", str(member), f"now runs {record.image}")
                 except DSSAirflowError as exc:
-                    self._fail(member, str(exc), log_file, report)
+                    self._fail(member, str(exc), log_name, report)
         except ImageBuildError as exc:
             for member, _, _ in members:
-                self._fail(member, str(exc), log_file, report)
+                self._fail(member, str(exc), log_name, report)
             self.progress("failed", tag, str(exc))
 
-    def _fail(self, target: Target, error: str, log_file: Path | None, report: BuildReport) -> None:
-        self.ledger.record_failure(target.env, target.config, error, log_file)
+    def _fail(self, target: Target, error: str, log_name: str | None, report: BuildReport) -> None:
+        self.ledger.record_failure(target.env, target.config, error, log_name)
         report.failed[target] = error
 
     def incluster_build(self, target: Target, *, push_secret: str | None = None) -> list[dict[str, Any]]:
@@ -153,16 +154,17 @@ class ImageService:
         """Run the in-cluster build Job, then make its pushed image (by digest) the pair's current image;
         a failure is recorded with its log and the previous image stays current, as with local builds."""
         build = plan_in_cluster(self.planner, target, push_secret)
-        log_file = self.ledger.logs / f"{target.env}-{build.inputs.build_hash()[:12]}-incluster.log"
+        log_name = f"{target.env}-{build.inputs.build_hash()[:12]}-incluster.log"
         self.progress("building", build.tag, f"in the cluster: job {build.job}")
         with self.ledger.build_lock(target.env):
             try:
-                record = build.run(log_file, run_job)
+                with self.ledger.build_log(log_name) as log_file:  # stored before the pair names it
+                    record = build.run(log_file, run_job)
             except ImageBuildError as exc:
-                self.ledger.record_failure(target.env, target.config, str(exc), log_file)
+                self.ledger.record_failure(target.env, target.config, str(exc), log_name)
                 raise
             # Nothing to remove: the superseded images live in the registry.
-            self.ledger.switch(target.env, target.config, record, log_file=log_file)
+            self.ledger.switch(target.env, target.config, record, log_name=log_name)
         self.progress("switched", build.tag, f"{target} now runs {record.image}")
         return record
 

@@ -74,9 +74,8 @@ class CodeEnvChangeSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         from dss_airflow.images.ledger import Ledger
         from dss_airflow.images.plan import Planner
-        from dss_airflow.settings import state_dir
 
-        planner = Planner(get_catalog(self.config_dir), Ledger(state_dir()))
+        planner = Planner(get_catalog(self.config_dir), Ledger.default())
         forced = self._forced()
         if forced is not None:
             stale = [

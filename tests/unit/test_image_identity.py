@@ -1,14 +1,14 @@
-"""Pure parts of code-env images: identity, install script, commit, base Dockerfile, ledger transitions."""
+"""Pure parts of code-env images: identity, install script, commit, base Dockerfile, ledger transitions
+(the ledger's storage is tested in test_ledger.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from dss_airflow.errors import DSSAirflowError
 from dss_airflow.images.dockerfile import base_dockerfile
 from dss_airflow.images.envbuild import commit_changes, install_script
 from dss_airflow.images.identity import BuildInputs, image_tag, spec_hash, tree_digest
-from dss_airflow.images.ledger import ImageRecord, Ledger, PairState, switch_current
+from dss_airflow.images.ledger import ImageRecord, PairState, switch_current
 
 
 def test_spec_hash_ignores_order_and_duplicates_but_not_content():
@@ -119,19 +119,6 @@ def test_switch_keeps_n_previous_and_returns_the_dropped():
     assert [r.build_hash for r in state.previous] == ["h4", "h3", "h2"], "re-switching to current is a no-op"
 
 
-def test_ledger_round_trip_is_atomic(tmp_path):
-    ledger = Ledger(tmp_path)
-    with ledger.update("pandas") as pairs:
-        switch_current(pairs.setdefault("docker", PairState()), record("h1"))
-    with ledger.update("pandas") as pairs:
-        pairs["docker"].status = "failed"
-        pairs["docker"].last_error = "boom"
-    state = ledger.pair("pandas", "docker")
-    assert state.current == record("h1") and state.status == "failed" and state.last_error == "boom"
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [".pandas.lock", "pandas.json"]
-    assert ledger.pair("pandas", "other") == PairState()
-
-
 def test_update_script_removes_then_installs_the_lock():
     from dss_airflow.images.envbuild import update_script
 
@@ -148,33 +135,3 @@ def test_lock_pins_are_compared_by_canonical_name():
     from dss_airflow.images.plan import _pins
 
     assert _pins("Foo_Bar==1.0\nsix==1.16.0\n# comment\n") == {"foo-bar": "1.0", "six": "1.16.0"}
-
-
-def test_ledger_switch_returns_only_images_no_pair_still_uses(tmp_path):
-    ledger = Ledger(tmp_path)
-    for build_hash in ("h1", "h2", "h3", "h4"):
-        assert ledger.switch("pandas", "docker", record(build_hash), log_file=tmp_path / "b.log") == []
-    ledger.switch("pandas", "other", record("h1"), log_file=tmp_path / "b.log")
-    assert ledger.switch("pandas", "docker", record("h5"), log_file=tmp_path / "b.log") == [], (
-        "h1 left docker's previous images, but the other config still runs it"
-    )
-    assert ledger.switch("pandas", "docker", record("h6"), log_file=tmp_path / "b.log") == [record("h2")]
-    state = ledger.pair("pandas", "docker")
-    assert [r.build_hash for r in state.previous] == ["h5", "h4", "h3"]
-    assert state.last_log == str(tmp_path / "b.log")
-
-
-def test_ledger_failure_keeps_the_current_image_and_rollback_swaps_it(tmp_path):
-    ledger = Ledger(tmp_path)
-    ledger.switch("pandas", "docker", record("h1"), log_file=tmp_path / "1.log")
-    ledger.switch("pandas", "docker", record("h2"), log_file=tmp_path / "2.log")
-    ledger.record_failure("pandas", "docker", "smoke test failed", tmp_path / "3.log")
-    state = ledger.pair("pandas", "docker")
-    assert (state.current, state.status, state.last_error) == (record("h2"), "failed", "smoke test failed")
-    assert state.last_log == str(tmp_path / "3.log")
-    assert ledger.rollback("pandas") == {"docker": record("h1")}
-    state = ledger.pair("pandas", "docker")
-    assert (state.current, state.previous, state.status) == (record("h1"), [record("h2")], "rolled back")
-    assert state.last_error is None
-    with pytest.raises(DSSAirflowError, match="pandas/k8s: no previous image to roll back to"):
-        ledger.rollback("pandas", ["k8s"])

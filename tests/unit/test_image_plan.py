@@ -43,7 +43,7 @@ def catalog(tmp_path):
 
 @pytest.fixture
 def planner(catalog, tmp_path) -> Planner:
-    return Planner(catalog, Ledger(tmp_path / "state"))
+    return Planner(catalog, Ledger.local(tmp_path / "state"))
 
 
 def test_a_kubernetes_spark_config_named_in_build_for_is_a_target(planner):
@@ -93,7 +93,7 @@ def test_unknown_and_imageless_config_names_are_refused(planner):
 
 
 def test_building_a_spark_target_without_registry_fails_and_is_recorded(catalog, tmp_path):
-    service = ImageService(catalog, Ledger(tmp_path / "state"))
+    service = ImageService(catalog, Ledger.local(tmp_path / "state"))
     report = service.build(envs=["jobs"], configs=["k8s-spark-unpushed"])
     assert report.failed == {
         Target("jobs", "k8s-spark-unpushed"): (
@@ -104,7 +104,7 @@ def test_building_a_spark_target_without_registry_fails_and_is_recorded(catalog,
 
 
 def test_a_spark_target_builds_in_its_cluster_and_runs_by_digest(catalog, tmp_path):
-    service = ImageService(catalog, Ledger(tmp_path / "state"))
+    service = ImageService(catalog, Ledger.local(tmp_path / "state"))
     target = Target("jobs", "k8s-spark")
     config_map, job = service.incluster_build(target)
     assert job["metadata"]["namespace"] == "spark-jobs"
