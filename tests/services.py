@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENSURE_POSTGRES = REPO_ROOT / "scripts" / "ensure-postgres.sh"
@@ -45,11 +45,17 @@ class PostgresCluster:
     root: Path
 
     def uri(
-        self, *, database: str | None = None, password: str | None = None, port: int | None = None
+        self,
+        *,
+        database: str | None = None,
+        password: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
     ) -> str:
-        """The URI form of an Airflow connection to a database of the cluster (default: its own)."""
+        """The URI form of an Airflow connection to a database of the cluster (default: its own), through
+        ``host`` when given (one of its listen addresses)."""
         secret = quote(self.password if password is None else password, safe="")
-        where = f"{self.host}:{port or self.port}/{database or self.database}"
+        where = f"{host or self.host}:{port or self.port}/{database or self.database}"
         return f"postgresql://{self.user}:{secret}@{where}"
 
     def create_database(self, name: str) -> str:
@@ -82,8 +88,12 @@ def postgres_missing() -> str | None:
 
 
 @contextlib.contextmanager
-def postgres_cluster(port: int = PG_PORT) -> Iterator[PostgresCluster]:
-    """A fresh cluster for the duration of the block; stopped by pid and removed afterwards."""
+def postgres_cluster(
+    port: int = PG_PORT, *, listen: Sequence[str] = ("127.0.0.1",), trusted_network: str | None = None
+) -> Iterator[PostgresCluster]:
+    """A fresh cluster for the duration of the block; stopped by pid and removed afterwards. ``listen``
+    adds addresses (test hosts reach it through their veth); ``trusted_network`` (a CIDR) may log in
+    with the password from there."""
     root = Path(tempfile.mkdtemp(prefix="dss-postgres-"))
     as_postgres = os.geteuid() == 0
     if as_postgres:
@@ -106,8 +116,12 @@ def postgres_cluster(port: int = PG_PORT) -> Iterator[PostgresCluster]:
              "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-sync"],
             as_postgres=as_postgres,
         )  # fmt: skip
+        if trusted_network:
+            with (data / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+                hba.write(f"host all all {trusted_network} scram-sha-256\n")
         options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={root / 'sockets'} "
+            f"-c listen_addresses={','.join(listen)} -c port={port} "
+            f"-c unix_socket_directories={root / 'sockets'} "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300"
         )
         _run(
