@@ -46,6 +46,7 @@ from dss_airflow.staging import FolderRefs, plan_inputs, plan_outputs
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+    from datetime import timedelta
 
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk import Context
@@ -238,9 +239,16 @@ def build_pod(spec: ContainerSpec, config: KubernetesExecutionConfig) -> k8s.V1P
 
 # ------------------------------------------------------------------------------------ the operator
 def operator_kwargs(
-    pod: k8s.V1Pod, config: KubernetesExecutionConfig, *, deferrable: bool = False
+    pod: k8s.V1Pod,
+    config: KubernetesExecutionConfig,
+    *,
+    deferrable: bool = False,
+    execution_timeout: timedelta | None = None,
 ) -> dict[str, Any]:
-    """Pure mapping of a pod and its config onto KubernetesPodOperator arguments."""
+    """Pure mapping of a pod and its config onto KubernetesPodOperator arguments.
+
+    ``execution_timeout`` is the DSS task's own: the provider turns it into the trigger's deadline, so a
+    deferred pod is stopped in time (apache/airflow#67227 for operators composed without it)."""
     kwargs: dict[str, Any] = {
         "full_pod_spec": pod,
         "name": pod.metadata.name,
@@ -248,9 +256,12 @@ def operator_kwargs(
         "namespace": config.namespace,
         "cluster_context": config.context,
         "do_xcom_push": True,
-        "on_finish_action": "delete_pod",
+        "on_finish_action": config.on_finish_action,
+        "startup_timeout_seconds": config.startup_timeout,
+        "logging_interval": config.logging_interval,
         "get_logs": True,
         "deferrable": deferrable,
+        "execution_timeout": execution_timeout,
         "xcom_sidecar_container_security_context": container_security_context(),
     }
     # None = no Airflow connection: in-cluster, else the default kubeconfig (KUBECONFIG).
@@ -334,7 +345,13 @@ class KubernetesBackend(PodBackend):
         from airflow.sdk.exceptions import TaskDeferred
 
         pod = self.pod(spec)
-        operator = make_operator(context["ti"].task_id, pod, self.config, deferrable=self.options.deferrable)
+        operator = make_operator(
+            context["ti"].task_id,
+            pod,
+            self.config,
+            deferrable=self.options.deferrable,
+            execution_timeout=getattr(context.get("task"), "execution_timeout", None),
+        )
         self._operator = operator
         name = f"{self.config.namespace}/{pod.metadata.name}"
         where = f"context {self.config.context}" if self.config.context else "the default context"
@@ -360,12 +377,29 @@ class KubernetesBackend(PodBackend):
         result: dict[str, Any] | None = raw if isinstance(raw, dict) else None
         if failure is not None and not (result is not None and result.get("status") == "failed"):
             return RunResult(result, failure=ExecutionError(f"pod {name} failed: {failure}"))
+        if result is None and event is not None and event.get("status") == "success":
+            result = collected_pod_result(name)
         return RunResult(result, promoted_in_cluster(spec, result))
 
     def kill(self) -> None:
         super().kill()
         if self._operator is not None:
             self._operator.on_kill()
+
+
+def collected_pod_result(name: str) -> dict[str, Any]:
+    """The trigger saw the pod succeed, but it was garbage-collected before the result was read (the
+    provider then returns nothing: apache/airflow#66715). The runner exits 0 only after promoting its
+    outputs in the PVC, so the run succeeded; only its result and file listing are lost."""
+    return {
+        "status": "success",
+        "result": None,
+        "outputs": {},
+        "warnings": [
+            f"pod {name} succeeded but was deleted before its result was read: outputs were promoted in "
+            "the volume; the recipe's result and the list of promoted files are unavailable"
+        ],
+    }
 
 
 def promoted_in_cluster(spec: ContainerSpec, result: Mapping[str, Any] | None) -> dict[str, list[str]]:

@@ -70,6 +70,7 @@ class SparkKubernetesBackend(PodBackend):
         self.config = config
         self._operator: Any = None
         self._process: subprocess.Popen[str] | None = None
+        self._driver: str | None = None
 
     def prepare(self, run: TaskRun) -> ContainerSpec:
         spec = super().prepare(run)
@@ -158,6 +159,7 @@ class SparkKubernetesBackend(PodBackend):
 
     def _run_spark_submit(self, job: SparkJob, spec: ContainerSpec) -> dict[str, Any] | None:
         driver = f"{dns_label(spec.name, max_length=55)}-driver"  # unique per try, as container names
+        self._driver = driver
         python = venv_python(self.catalog, self.resolved)  # spark-submit itself comes with pyspark
         api_server = self.config.api_server or _api_server_of(self.config)
         with tempfile.TemporaryDirectory(prefix="dss-spark-submit-") as scratch:
@@ -194,10 +196,7 @@ class SparkKubernetesBackend(PodBackend):
             self.log.warning("Could not read the log of driver pod %s/%s: %s", namespace, driver, exc)
             return None
         finally:
-            try:
-                core.delete_namespaced_pod(name=driver, namespace=namespace)
-            except Exception as exc:  # already gone
-                self.log.info("Driver pod %s/%s not deleted: %s", namespace, driver, exc)
+            self._delete_driver(driver)
 
     def _started(self, process: subprocess.Popen[str]) -> None:
         self._process = process
@@ -207,6 +206,16 @@ class SparkKubernetesBackend(PodBackend):
         if self._operator is not None:
             self._operator.on_kill()
         stop_process_group(self._process, self.log)
+        if self._driver is not None:  # cluster mode: the driver runs on without its local spark-submit
+            self._delete_driver(self._driver)
+
+    def _delete_driver(self, driver: str) -> None:
+        hook = make_hook(self.config.kubernetes_conn_id, self.config.context)
+        try:
+            hook.core_v1_client.delete_namespaced_pod(name=driver, namespace=self.config.namespace)
+            self.log.info("Deleted driver pod %s/%s", self.config.namespace, driver)
+        except Exception as exc:  # never started, or already gone
+            self.log.info("Driver pod %s/%s not deleted: %s", self.config.namespace, driver, exc)
 
 
 def result_from_log(log_text: str) -> dict[str, Any] | None:

@@ -269,6 +269,15 @@ class KubernetesExecutionConfig(_ExecutionConfigBase):
     tolerations: list[Toleration] = Field(default_factory=list)
     service_account: DnsLabel | None = None
     run_as_user: int = Field(default=1000, gt=0, description="Non-root uid of the container")
+    startup_timeout: int = Field(
+        default=120, gt=0, description="Seconds a pod may take to be scheduled and pull its image"
+    )
+    logging_interval: int | None = Field(
+        default=None, gt=0, description="Deferrable runs: seconds between log fetches by the triggerer"
+    )
+    on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "keep_pod"] = Field(
+        default="delete_pod", description="keep_pod or delete_succeeded_pod keep pods for debugging"
+    )
 
 
 ExecutionConfig = LocalExecutionConfig | DockerExecutionConfig | KubernetesExecutionConfig

@@ -17,6 +17,7 @@ from dss_airflow.backends.kubernetes import (
     KubernetesBackend,
     build_pod,
     make_operator,
+    operator_kwargs,
     plan_pod_io,
     pod_spec,
 )
@@ -629,3 +630,75 @@ def test_the_real_provider_operator_defers_with_our_pod_and_cluster(catalog):
     assert kwargs["pod_name"] == pod.metadata.name and kwargs["pod_namespace"] == "dss-jobs"
     assert kwargs["cluster_context"] == "ctx-a" and kwargs["kubernetes_conn_id"] == "cluster_a"
     assert kwargs["on_finish_action"] == "delete_pod", "the triggerer path deletes the pod too"
+
+
+def test_the_composed_operator_carries_the_tasks_execution_timeout_into_its_deferral(catalog):
+    """apache/airflow#67227: the provider turns execution_timeout into the trigger's deadline, so the
+    operator we compose must carry the DSS task's own (it was built without it)."""
+    import datetime
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    run = make_run(catalog)
+    pod = make_pod(catalog, run)
+    timeout = datetime.timedelta(minutes=10)
+    operator = make_operator(
+        "clean", pod, run.resolved.execution_config, deferrable=True, execution_timeout=timeout
+    )
+    assert operator.execution_timeout == timeout
+    operator.pod = pod
+    started = datetime.datetime.now(datetime.UTC)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.invoke_defer_method(context={"ti": SimpleNamespace(start_date=started)})
+    _, kwargs = deferred.value.trigger.serialize()
+    assert kwargs["trigger_kwargs"]["_execution_deadline"] == int(started.timestamp() + 600)
+    assert deferred.value.timeout is not None and deferred.value.timeout >= timeout
+
+
+def test_pod_settings_of_the_config_reach_the_provider(tmp_path):
+    write_config(
+        tmp_path,
+        {
+            "c.yaml": K8S_CONFIG.replace(
+                "      k8s-plain:\n        type: kubernetes\n        base_image: base\n",
+                "      k8s-plain:\n        type: kubernetes\n        base_image: base\n"
+                "        startup_timeout: 600\n        logging_interval: 30\n"
+                "        on_finish_action: keep_pod\n",
+            )
+        },
+    )
+    make_project(tmp_path, {"recipes/r.py": "pass\n"})
+    catalog = load_catalog(tmp_path)
+    config = catalog.execution_configs["k8s-plain"]
+    run = make_run(catalog, "k8s-plain")
+    kwargs = operator_kwargs(make_pod(catalog, run), config)
+    assert (kwargs["startup_timeout_seconds"], kwargs["logging_interval"]) == (600, 30)
+    assert kwargs["on_finish_action"] == "keep_pod", "a pod kept for debugging"
+    default = operator_kwargs(make_pod(catalog, run), catalog.execution_configs["k8s-big"])
+    assert default["on_finish_action"] == "delete_pod" and default["execution_timeout"] is None
+
+
+def test_a_resumed_pod_that_was_already_collected_succeeds_with_a_warning(monkeypatch, catalog, tmp_path):
+    """apache/airflow#66715: after a success event the pod may be gone (GC); the provider then returns no
+    XCom. The runner promoted the outputs in the PVC before exiting 0: the task succeeds and says so."""
+    import dss_airflow.backends.kubernetes as backend_module
+    import dss_airflow.images.lookup as lookup
+    from dss_airflow import DSSContainerRecipeOperator
+
+    fake = DeferringKPO(None)
+    monkeypatch.setattr(lookup, "image_for", lambda catalog, resolved, ledger=None: IMAGE)
+    monkeypatch.setattr(backend_module, "make_operator", lambda *a, **k: fake)
+    operator = DSSContainerRecipeOperator(
+        task_id="clean",
+        recipe="recipes/r.py",
+        execution_config="k8s-big",
+        outputs={"clean": "curated/orders"},
+        config_dir=str(tmp_path),
+        deferrable=True,
+    )
+    kwargs = {"run_key": "k", "unique": "u", "image": IMAGE.image, "python": IMAGE.python}
+    event = {"status": "success", "name": "gone", "namespace": "dss-jobs"}
+    returned = operator.resume_execution("resume_from_pod", {**kwargs, "event": event}, fake_context())
+    assert returned["outputs"] == {"clean": []} and returned["result"] is None
+    assert any("deleted before its result was read" in w for w in returned["warnings"])
