@@ -671,11 +671,13 @@ def test_pod_settings_of_the_config_reach_the_provider(tmp_path):
     make_project(tmp_path, {"recipes/r.py": "pass\n"})
     catalog = load_catalog(tmp_path)
     config = catalog.execution_configs["k8s-plain"]
+    big = catalog.execution_configs["k8s-big"]
+    assert isinstance(config, KubernetesExecutionConfig) and isinstance(big, KubernetesExecutionConfig)
     run = make_run(catalog, "k8s-plain")
     kwargs = operator_kwargs(make_pod(catalog, run), config)
     assert (kwargs["startup_timeout_seconds"], kwargs["logging_interval"]) == (600, 30)
     assert kwargs["on_finish_action"] == "keep_pod", "a pod kept for debugging"
-    default = operator_kwargs(make_pod(catalog, run), catalog.execution_configs["k8s-big"])
+    default = operator_kwargs(make_pod(catalog, run), big)
     assert default["on_finish_action"] == "delete_pod" and default["execution_timeout"] is None
 
 
