@@ -129,6 +129,22 @@ class ExecutionError(DSSAirflowError):
         self.exit_code = exit_code
 
 
+class DaemonUnreachable(DSSAirflowError):
+    """A Docker daemon that cannot be used at all: unreachable, TLS refused, bad certificates.
+
+    Raised before anything runs (a task's container, a build), with the execution config (None for the
+    build daemon), the host and the reason, so the planner and the backends report it the same way.
+    """
+
+    def __init__(self, config: str | None, host: str, reason: str, *, fix: str) -> None:
+        self.config = config
+        self.host = host
+        self.reason = reason
+        self.fix = fix
+        whose = f"execution config {config!r}" if config else "the build daemon"
+        super().__init__(f"Docker daemon {host} of {whose} is unusable: {reason}. {fix}")
+
+
 class EnvBuildError(DSSAirflowError):
     """uv could not create or populate a code env's local virtualenv."""
 

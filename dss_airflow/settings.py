@@ -8,6 +8,8 @@ from pathlib import Path
 ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
 ENV_CACHE_DIR = "DSS_AIRFLOW_CACHE"
 ENV_STATE_DIR = "DSS_AIRFLOW_STATE"
+ENV_BUILD_DOCKER_HOST = "DSS_AIRFLOW_BUILD_DOCKER_HOST"
+LOCAL_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def _airflow_option(key: str) -> str | None:
@@ -44,3 +46,10 @@ def state_dir() -> Path:
         return Path(explicit).expanduser().resolve()
     airflow_home = os.environ.get("AIRFLOW_HOME", "~/airflow")
     return (Path(airflow_home).expanduser() / "dss_airflow_state").resolve()
+
+
+def build_docker_host() -> str:
+    """The daemon that builds images (it must see the worker's files and reach the package index):
+    ``$DSS_AIRFLOW_BUILD_DOCKER_HOST`` > ``[dss_airflow] build_docker_host`` > the local socket. Images for
+    configs whose daemon does not share the worker's filesystem are built here, then pushed or copied."""
+    return os.environ.get(ENV_BUILD_DOCKER_HOST) or _airflow_option("build_docker_host") or LOCAL_DOCKER_HOST

@@ -1,18 +1,26 @@
-"""The docker provider's DockerHook for an execution config's daemon: its host, TLS and registry login."""
+"""The docker provider's DockerHook for a Docker daemon: its host, TLS and registry login.
+
+Every Docker client of dss_airflow (runs, builds, base images, digests, pushes, transfers) comes from
+:func:`docker_client`, so TLS and the translation of "cannot talk to that daemon" into
+:class:`~dss_airflow.errors.DaemonUnreachable` are the same everywhere.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.errors import ConfigError
+from dss_airflow.errors import ConfigError, DaemonUnreachable
+from dss_airflow.settings import LOCAL_DOCKER_HOST
 
 if TYPE_CHECKING:
     import docker
 
     from dss_airflow.config.models import DockerExecutionConfig
 
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+DEFAULT_DOCKER_HOST = LOCAL_DOCKER_HOST
+#: A short timeout for the first contact: an unreachable host fails in seconds, not after minutes.
+PING_TIMEOUT_S = 10
 
 
 def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
@@ -31,27 +39,83 @@ def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
     return {key: str(directory / name) for key, name in paths.items()}
 
 
+def tls_config(config: DockerExecutionConfig) -> Any:
+    """The provider's TLSConfig for the config's daemon, or False without a TLS directory."""
+    from airflow.providers.docker.hooks.docker import DockerHook
+
+    tls = tls_paths(config)
+    if not tls:
+        return False
+    return DockerHook.construct_tls_config(
+        ca_cert=tls["tls_ca_cert"], client_cert=tls["tls_client_cert"], client_key=tls["tls_client_key"]
+    )
+
+
+def daemon_unreachable(
+    config_name: str | None, host: str, exc: BaseException, *, tls_dir: str | None = None
+) -> DaemonUnreachable:
+    """One translation of a failed contact (SSL, connection, Docker errors) into a clear error and fix."""
+    text = str(exc)
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        reason = f"TLS handshake failed ({text})"
+        fix = (
+            f"check the certificates in {tls_dir}: ca.pem must be the CA that signed the daemon's "
+            "certificate (whose SAN names the host), cert.pem/key.pem a client certificate it trusts"
+            if tls_dir
+            else "the daemon speaks TLS: set tls_cert_dir to a directory with ca.pem, cert.pem and key.pem"
+        )
+    elif "refused" in lowered or "timed out" in lowered or "no route" in lowered or "connect" in lowered:
+        reason = f"cannot connect ({text})"
+        fix = "check that dockerd listens there and that this worker can reach it (firewall, address)"
+    else:
+        reason = text
+        fix = "check the daemon's host, its TLS settings and the docker daemon log"
+    return DaemonUnreachable(config_name, host, reason, fix=fix)
+
+
 def docker_client(
     docker_host: str = DEFAULT_DOCKER_HOST,
     *,
     config: DockerExecutionConfig | None = None,
+    config_name: str | None = None,
     conn_id: str | None = None,
     timeout: int = 120,
 ) -> docker.APIClient:
-    """The provider hook's low-level client for a daemon (with ``config``: its TLS and registry login)."""
+    """The provider hook's low-level client for a daemon (with ``config``: its host, TLS and registry
+    login), pinged before it is returned: a daemon that cannot be used is a DaemonUnreachable here."""
+    import docker.errors
+    import requests.exceptions
     from airflow.providers.docker.hooks.docker import DockerHook
+    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
 
     kwargs: dict[str, Any] = {}
+    tls_dir = None
     if config is not None:
-        tls = tls_paths(config)
+        tls = tls_config(config)
         if tls:
-            kwargs["tls"] = DockerHook.construct_tls_config(
-                ca_cert=tls["tls_ca_cert"],
-                client_cert=tls["tls_client_cert"],
-                client_key=tls["tls_client_key"],
-            )
+            kwargs["tls"] = tls
+            tls_dir = config.tls_cert_dir
         docker_host = config.docker_host
         if conn_id is None and config.registry is not None:
             conn_id = config.registry.connection_id
+    try:
+        # The hook negotiates the API version and pings, but a failure there only says "failed to
+        # connect": a client at the oldest API version (no negotiation) pings first, to tell why.
+        with docker.APIClient(
+            base_url=docker_host,
+            version=MINIMUM_DOCKER_API_VERSION,
+            tls=kwargs.get("tls", False),
+            timeout=PING_TIMEOUT_S,
+        ) as probe:
+            probe.ping()
+    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
     hook = DockerHook(docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=timeout, **kwargs)
-    return hook.api_client
+    try:
+        return hook.api_client
+    except AirflowNotFoundException:  # a registry connection that is not defined: the caller says which
+        raise
+    except AirflowException as exc:  # the daemon went away between the ping and the hook's own
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
