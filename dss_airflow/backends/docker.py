@@ -201,9 +201,9 @@ class DockerBackend(WorkerBackend):
     def prepare(self, run: TaskRun) -> ContainerSpec:
         from dss_airflow.images.lookup import image_for
 
-        image = self.options.pinned_image or image_for(self.catalog, self.resolved)
-        # Before anything runs: an unreachable daemon or refused TLS is a DaemonUnreachable here.
+        # First, before anything runs: an unreachable daemon or refused TLS is a DaemonUnreachable.
         self._client = docker_client(config=self.config, config_name=self.resolved.execution_config_name)
+        image = self.options.pinned_image or image_for(self.catalog, self.resolved)
         return build_spec(
             run,
             layout="container" if self.config.shares_filesystem else "copy",

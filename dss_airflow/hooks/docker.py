@@ -7,6 +7,7 @@ Every Docker client of dss_airflow (runs, builds, base images, digests, pushes, 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from dss_airflow.settings import LOCAL_DOCKER_HOST
 
 if TYPE_CHECKING:
     import docker
+    import docker.tls
 
     from dss_airflow.config.models import DockerExecutionConfig
 
@@ -39,15 +41,32 @@ def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
     return {key: str(directory / name) for key, name in paths.items()}
 
 
-def tls_config(config: DockerExecutionConfig) -> Any:
-    """The provider's TLSConfig for the config's daemon, or False without a TLS directory."""
-    from airflow.providers.docker.hooks.docker import DockerHook
+@functools.cache
+def _own_ca_tls_config() -> type[docker.tls.TLSConfig]:
+    from docker.tls import TLSConfig
 
+    class OwnCATLSConfig(TLSConfig):  # type: ignore[misc]  # docker ships no types
+        def configure_client(self, client: Any) -> None:
+            super().configure_client(client)
+            client.trust_env = False  # see tls_config
+
+    return OwnCATLSConfig
+
+
+def tls_config(config: DockerExecutionConfig) -> Any:
+    """A TLSConfig of the config's TLS directory (False without one) that verifies against its ca.pem.
+
+    requests lets ``$REQUESTS_CA_BUNDLE``/``$CURL_CA_BUNDLE`` replace a session's CA (psf/requests#3829),
+    which makes every TLS daemon "unable to get local issuer certificate" on a worker that sets them for
+    a proxy; the client it configures therefore ignores the environment (it talks to one daemon only).
+    """
     tls = tls_paths(config)
     if not tls:
         return False
-    return DockerHook.construct_tls_config(
-        ca_cert=tls["tls_ca_cert"], client_cert=tls["tls_client_cert"], client_key=tls["tls_client_key"]
+    return _own_ca_tls_config()(
+        ca_cert=tls["tls_ca_cert"],
+        client_cert=(tls["tls_client_cert"], tls["tls_client_key"]),
+        verify=True,
     )
 
 
