@@ -82,7 +82,11 @@ def extract_stream(chunks: Iterable[bytes], destination: Path) -> list[Path]:
                 continue
             if member.islnk():  # hard links name their target with the same top directory
                 link = _strip_top(member.linkname)
-                if link is None or ".." in link.parts or member.linkname.startswith("/"):
+                if (
+                    link is None
+                    or member.linkname.startswith("/")
+                    or ".." in PurePosixPath(member.linkname).parts
+                ):
                     raise tarfile.LinkOutsideDestinationError(member, member.linkname)
                 member = member.replace(linkname=str(link), deep=False)
             member = member.replace(name=str(relative), deep=False)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
-from dss_airflow.hooks.docker import docker_client, tls_paths
+from dss_airflow.hooks.docker import check_daemon, tls_config, tls_paths
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ def copy_out(client: Any, container: Any, copies: Sequence[MountSpec]) -> None:
 
 @functools.cache
 def _operator_class() -> type[DockerOperator]:
+    from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.providers.docker.operators.docker import DockerOperator
 
     class DSSDockerOperator(DockerOperator):
@@ -120,18 +121,29 @@ def _operator_class() -> type[DockerOperator]:
             *,
             host_config_extras: Mapping[str, Any] | None = None,
             copies: Sequence[MountSpec] = (),
-            api_client: Any = None,
+            tls: Any = False,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
             self.host_config_extras = dict(host_config_extras or {})
             self.copies = tuple(copies)
-            self.api_client = api_client
+            self.tls = tls
+
+        @functools.cached_property
+        def hook(self) -> DockerHook:
+            """The provider's hook with our TLSConfig (hooks.docker.tls_config: it verifies against the
+            config's ca.pem whatever $REQUESTS_CA_BUNDLE says; the provider's own would not)."""
+            return DockerHook(
+                docker_conn_id=self.docker_conn_id,
+                base_url=self.docker_url,
+                version=self.api_version,
+                tls=self.tls,
+                timeout=self.timeout,
+            )
 
         @property
         def cli(self) -> Any:
-            client = self.api_client if self.api_client is not None else self.hook.api_client
-            return _ProviderClient(client, self.host_config_extras, self.copies)
+            return _ProviderClient(self.hook.api_client, self.host_config_extras, self.copies)
 
     return DSSDockerOperator
 
@@ -182,6 +194,7 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "do_xcom_push": False,
         "host_config_extras": extras,
         "copies": spec.copies,
+        "tls": tls_config(config),
     }
 
 
@@ -196,13 +209,12 @@ class DockerBackend(WorkerBackend):
         assert isinstance(config, DockerExecutionConfig)
         self.config = config
         self._operator: DockerOperator | None = None
-        self._client: Any = None
 
     def prepare(self, run: TaskRun) -> ContainerSpec:
         from dss_airflow.images.lookup import image_for
 
         # First, before anything runs: an unreachable daemon or refused TLS is a DaemonUnreachable.
-        self._client = docker_client(config=self.config, config_name=self.resolved.execution_config_name)
+        check_daemon(self.config, self.resolved.execution_config_name)
         image = self.options.pinned_image or image_for(self.catalog, self.resolved)
         return build_spec(
             run,
@@ -218,9 +230,7 @@ class DockerBackend(WorkerBackend):
 
         task_id = context["ti"].task_id
         operator = _operator_class()(
-            task_id=f"{task_id}.container",
-            api_client=self._client,
-            **docker_operator_kwargs(spec, self.config),
+            task_id=f"{task_id}.container", **docker_operator_kwargs(spec, self.config)
         )
         self._operator = operator
         self.remove_leftovers(operator.cli, spec.labels)

@@ -93,6 +93,27 @@ def daemon_unreachable(
     return DaemonUnreachable(config_name, host, reason, fix=fix)
 
 
+def _ping(docker_host: str, tls: Any, config_name: str | None, tls_dir: str | None) -> None:
+    """The hook negotiates the API version and pings, but its failure only says "failed to connect": a
+    client at the oldest API version (no negotiation) pings first, to tell why."""
+    import docker.errors
+    import requests.exceptions
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+    try:
+        with docker.APIClient(
+            base_url=docker_host, version=MINIMUM_DOCKER_API_VERSION, tls=tls, timeout=PING_TIMEOUT_S
+        ) as probe:
+            probe.ping()
+    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+
+
+def check_daemon(config: DockerExecutionConfig, config_name: str | None) -> None:
+    """Ping the config's daemon with its TLS: DaemonUnreachable (config, host, reason, fix) if unusable."""
+    _ping(config.docker_host, tls_config(config), config_name, config.tls_cert_dir)
+
+
 def docker_client(
     docker_host: str = DEFAULT_DOCKER_HOST,
     *,
@@ -103,11 +124,8 @@ def docker_client(
 ) -> docker.APIClient:
     """The provider hook's low-level client for a daemon (with ``config``: its host, TLS and registry
     login), pinged before it is returned: a daemon that cannot be used is a DaemonUnreachable here."""
-    import docker.errors
-    import requests.exceptions
     from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
-    from docker.constants import MINIMUM_DOCKER_API_VERSION
 
     kwargs: dict[str, Any] = {}
     tls_dir = None
@@ -119,18 +137,7 @@ def docker_client(
         docker_host = config.docker_host
         if conn_id is None and config.registry is not None:
             conn_id = config.registry.connection_id
-    try:
-        # The hook negotiates the API version and pings, but a failure there only says "failed to
-        # connect": a client at the oldest API version (no negotiation) pings first, to tell why.
-        with docker.APIClient(
-            base_url=docker_host,
-            version=MINIMUM_DOCKER_API_VERSION,
-            tls=kwargs.get("tls", False),
-            timeout=PING_TIMEOUT_S,
-        ) as probe:
-            probe.ping()
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
-        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+    _ping(docker_host, kwargs.get("tls", False), config_name, tls_dir)
     hook = DockerHook(docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=timeout, **kwargs)
     try:
         return hook.api_client

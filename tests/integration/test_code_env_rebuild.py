@@ -112,7 +112,7 @@ def test_package_list_edit_is_detected_rebuilt_announced_and_used(tmp_path, base
 
 @pytest.mark.docker
 def test_poke_with_nothing_changed_builds_nothing_and_skips_docker_without_digest_checks(
-    tmp_path, base_image
+    tmp_path, base_image, monkeypatch
 ):
     env = f"idle-{uuid.uuid4().hex[:6]}"
     config_dir = tmp_path / "config"
@@ -120,8 +120,10 @@ def test_poke_with_nothing_changed_builds_nothing_and_skips_docker_without_diges
     assert ImageService(load_catalog(config_dir)).build().ok
     sensor = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir))
     assert not sensor.poke(fake_context())
-    # Point the config at a daemon that does not exist: without digest checks, the poke never notices.
+    # Point the config at a daemon that does not exist (a remote one: its base images live on the build
+    # daemon, which is gone too): without digest checks, the poke never notices.
     write(tmp_path, base_image, env, ["six==1.16.0"], docker_host="tcp://127.0.0.1:9")
+    monkeypatch.setenv("DSS_AIRFLOW_BUILD_DOCKER_HOST", "tcp://127.0.0.1:9")
     quiet = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir), check_base_digests=False)
     result = quiet.poke(fake_context())
     assert not result and result.xcom_value == []
