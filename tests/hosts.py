@@ -334,7 +334,12 @@ def _unmount_below(root: Path) -> None:
 
 
 def _clean_up(cleanups: list[tuple[str, list[str] | Path | int]]) -> None:
-    """Undo in reverse order; every step is attempted even when an earlier one fails."""
+    """Undo in reverse order; every step is attempted even when an earlier one fails. Every daemon is
+    asked to stop first, so their shutdowns (several seconds each) overlap."""
+    for kind, what in cleanups:
+        if kind == "daemon" and isinstance(what, int):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(what, signal.SIGTERM)
     for kind, what in reversed(cleanups):
         try:
             if kind == "daemon" and isinstance(what, int):

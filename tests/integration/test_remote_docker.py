@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from dss_airflow.cli import main
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import DaemonUnreachable, ExecutionError
 from dss_airflow.images.service import ImageService
@@ -126,13 +127,18 @@ def _inspect_while_running(host: NamespaceHost, dag_id: str, timeout: float = 60
 
 
 def test_images_built_here_run_on_remote_hosts_with_files_copied(
-    tmp_path, base_image, remote_hosts, registry_login
+    tmp_path, base_image, remote_hosts, registry_login, monkeypatch, capsys
 ):
+    # A worker behind a TLS proxy sets this; requests would let it replace the daemons' CA.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
     config_dir = _config(tmp_path, base_image, remote_hosts)
+    assert main(["images", "build", "--all", "--quiet", "--config-dir", str(config_dir)]) == 0
+    printed = capsys.readouterr()
+    summary = printed.out.strip().splitlines()[-1]
+    assert summary.endswith("switched 3, up to date 0, failed 0"), summary
+    assert summary.startswith(("built 1, reused 0", "built 0, reused 1")), "one image for the three configs"
+    assert "pushing" in printed.err and "copying" in printed.err, "pushed for host a, copied to host b"
     service = ImageService(load_catalog(config_dir))
-    report = service.build(envs=["six"])
-    assert report.ok, report.failed
-    assert len(report.built) + len(report.reused) == 1, "one image for the local and both remote configs"
     pushed = service.ledger.pair("six", "remote-a").current
     copied = service.ledger.pair("six", "remote-b").current
     assert pushed is not None and copied is not None
