@@ -43,23 +43,30 @@ def write_copies(copies: Sequence[MountSpec], fileobj: IO[bytes]) -> None:
 
 
 class ChunkReader:
-    """A read-only file over an iterator of byte chunks (what ``get_archive`` returns)."""
+    """A read-only file over an iterator of byte chunks (what ``get_archive`` returns); tarfile reads it in
+    10 KiB blocks, so each chunk is kept once and served by offset (no re-copy of the rest per read)."""
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
-        self._buffer = b""
+        self._chunk = b""
+        self._offset = 0
 
     def read(self, size: int = -1) -> bytes:
-        while size < 0 or len(self._buffer) < size:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                break
-            self._buffer += chunk
-        if size < 0:
-            data, self._buffer = self._buffer, b""
-        else:
-            data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
+        parts: list[bytes] = []
+        wanted = size
+        while wanted != 0:
+            if self._offset >= len(self._chunk):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._chunk, self._offset = chunk, 0
+                continue
+            end = len(self._chunk) if wanted < 0 else min(len(self._chunk), self._offset + wanted)
+            parts.append(self._chunk[self._offset : end])
+            if wanted > 0:
+                wanted -= end - self._offset
+            self._offset = end
+        return b"".join(parts)
 
 
 def _strip_top(name: str) -> PurePosixPath | None:

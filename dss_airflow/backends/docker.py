@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
-from dss_airflow.hooks.docker import check_daemon, tls_config, tls_paths
+from dss_airflow.hooks.docker import check_daemon, tls_config
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
 
 if TYPE_CHECKING:
@@ -171,7 +171,6 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
                 capabilities=[gpus.capabilities],
             )
         ]
-    tls = tls_paths(config)
     return {
         "image": spec.image,
         "command": list(spec.command),
@@ -187,8 +186,6 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "network_mode": config.network_mode,
         "docker_url": config.docker_host,
         "docker_conn_id": config.registry.connection_id if config.registry else None,
-        "tls_verify": bool(tls),
-        **tls,
         "auto_remove": "force",
         "mount_tmp_dir": False,
         "do_xcom_push": False,
