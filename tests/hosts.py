@@ -110,6 +110,11 @@ class NamespaceHost:
     def docker_host(self) -> str:
         return f"tcp://{self.address}:{DOCKER_PORT}"
 
+    def command_inside(self, *argv: str) -> list[str]:
+        """``argv`` run in this host's network namespace only (e.g. a Celery worker next to its daemon):
+        the same file system, this host's network. Never ``ip netns exec`` (it remounts /sys)."""
+        return ["nsenter", f"--net=/var/run/netns/{self.namespace}", *argv]
+
     def client(self, timeout: int = 120) -> docker.APIClient:
         """A plain docker SDK client of this host (tests inspect with it; the code under test has its own)."""
         import docker
@@ -218,7 +223,7 @@ def _start_host(
     log = (root / "dockerd.log").open("wb")
     process = subprocess.Popen(
         [
-            "nsenter", f"--net=/var/run/netns/{namespace}",
+            "nsenter", f"--net=/var/run/netns/{namespace}",  # = NamespaceHost.command_inside
             "dockerd", "--host", f"tcp://{inside}:{DOCKER_PORT}", "--tlsverify",
             "--tlscacert", str(made.ca.cert), "--tlscert", str(cert), "--tlskey", str(key),
             "--config-file", str(root / "daemon.json"),
