@@ -273,7 +273,10 @@ auth:
     trust = CERTS_D / url
     if trust.exists():
         raise RuntimeError(f"{trust} exists already: another test session is using {url}")
-    trust.mkdir(parents=True)
+    if not CERTS_D.exists():
+        CERTS_D.mkdir(parents=True)
+        cleanups.append(("command", ["rmdir", "--ignore-fail-on-non-empty", str(CERTS_D)]))
+    trust.mkdir()
     cleanups.append(("tree", trust))
     shutil.copy(made.ca.cert, trust / "ca.crt")  # the main daemon (pushes) and ours (pull) read it
     for host in made.hosts.values():  # a route to the registry, and to nothing else
