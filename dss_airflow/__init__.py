@@ -146,6 +146,16 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "dss_state",
                         "default": None,
                     },
+                    "build_docker_host": {
+                        "description": "Docker daemon that builds code-env and base images for configs "
+                        "whose daemon does not share the worker's filesystem (and for kubernetes ones); it "
+                        "must see this machine's files and reach the package index. "
+                        "DSS_AIRFLOW_BUILD_DOCKER_HOST wins over it.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "unix:///var/run/docker.sock",
+                        "default": None,
+                    },
                 },
             }
         },

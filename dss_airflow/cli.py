@@ -73,6 +73,8 @@ def _progress_printer(quiet_logs: bool) -> Callable[[str, str, str], None]:
         "cached": "green",
         "smoke": "magenta",
         "pushing": "cyan",
+        "copying": "cyan",
+        "copied": "green",
         "removed": "yellow",
     }
 

@@ -129,6 +129,23 @@ class ExecutionError(DSSAirflowError):
         self.exit_code = exit_code
 
 
+class DaemonUnreachableError(ExecutionError):
+    """A Docker daemon that cannot be used at all: unreachable, TLS refused, bad certificates.
+
+    Raised before anything runs (a task's container, a build), with the execution config (None for the
+    build daemon), the host, the reason and the fix, so the planner (which marks only that daemon's pairs
+    "unknown") and the backends report it the same way.
+    """
+
+    def __init__(self, config: str | None, host: str, reason: str, *, fix: str) -> None:
+        self.config = config
+        self.host = host
+        self.reason = reason
+        self.fix = fix
+        whose = f"execution config {config!r}" if config else "the build daemon"
+        super().__init__(f"Docker daemon {host} of {whose} is unusable: {reason}. {fix}")
+
+
 class EnvBuildError(DSSAirflowError):
     """uv could not create or populate a code env's local virtualenv."""
 
@@ -183,18 +200,3 @@ class BootstrapUnavailableError(ImageBuildError):
 
 class MirrorNotFoundError(BootstrapUnavailableError, RuntimeError):
     """No usable http(s) Debian mirror in the apt sources."""
-
-
-class DaemonUnreachableError(ExecutionError):
-    """A Docker daemon that does not answer (down, wrong address, TLS refused): names the config, the host
-    and the fix, so a run fails before anything starts and a plan marks only that daemon's pairs unknown."""
-
-    def __init__(self, host: str, reason: str, *, config: str | None = None, fix: str | None = None) -> None:
-        self.host = host
-        self.reason = reason
-        self.config = config
-        self.fix = (
-            fix or "start the daemon, or correct docker_host (and tls_cert_dir) of the execution config"
-        )
-        subject = f"execution config {config!r}: " if config else ""
-        super().__init__(f"{subject}Docker daemon at {host} is unreachable: {reason}. Fix: {self.fix}")

@@ -9,6 +9,8 @@ ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
 ENV_CACHE_DIR = "DSS_AIRFLOW_CACHE"
 ENV_STATE_DIR = "DSS_AIRFLOW_STATE"
 ENV_STATE_CONN_ID = "DSS_AIRFLOW_STATE_CONN_ID"
+ENV_BUILD_DOCKER_HOST = "DSS_AIRFLOW_BUILD_DOCKER_HOST"
+LOCAL_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def _airflow_option(key: str) -> str | None:
@@ -52,3 +54,10 @@ def state_conn_id() -> str | None:
     what any of them built: ``$DSS_AIRFLOW_STATE_CONN_ID`` > ``[dss_airflow] state_conn_id``; None keeps
     the ledger in SQLite under :func:`state_dir` (one machine)."""
     return os.environ.get(ENV_STATE_CONN_ID) or _airflow_option("state_conn_id")
+
+
+def build_docker_host() -> str:
+    """The daemon that builds images (it must see the worker's files and reach the package index):
+    ``$DSS_AIRFLOW_BUILD_DOCKER_HOST`` > ``[dss_airflow] build_docker_host`` > the local socket. Images for
+    configs whose daemon does not share the worker's filesystem are built here, then pushed or copied."""
+    return os.environ.get(ENV_BUILD_DOCKER_HOST) or _airflow_option("build_docker_host") or LOCAL_DOCKER_HOST

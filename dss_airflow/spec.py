@@ -40,9 +40,11 @@ POD_RESULT_FILE = "/airflow/xcom/return.json"
 LABEL_PREFIX = "dss_airflow"
 HOST_RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 
-#: "container": worker paths bind-mounted (docker); "host": worker paths as is (local); "pod": the refs
-#: already hold in-pod paths (kubernetes), the runner promotes outputs itself.
-Layout = Literal["container", "host", "pod"]
+#: "container": worker paths bind-mounted (docker); "copy": the same paths, copied into the container
+#: before it starts and the writable ones back after it exits (a docker daemon that cannot see the
+#: worker's files); "host": worker paths as is (local); "pod": the refs already hold in-pod paths
+#: (kubernetes), the runner promotes outputs itself.
+Layout = Literal["container", "copy", "host", "pod"]
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,9 @@ class ContainerSpec:
     #: The run's private directory on the worker (None in a pod: an emptyDir there).
     run_dir: Path | None = None
     outputs: tuple[OutputRef, ...] = ()
+    #: "copy" layout: what bind mounts would have shown, as archives instead. Every one is copied into
+    #: the container before it starts; the writable ones (run directory, staging) back after it exits.
+    copies: tuple[MountSpec, ...] = ()
 
 
 def container_name(labels: Mapping[str, str], unique: str) -> str:
@@ -242,7 +247,7 @@ def _base_labels(resolved: ResolvedExecution) -> dict[str, str]:
 
 def build_context(run: TaskRun, layout: Layout) -> dict[str, Any]:
     """The JSON the runner reads: paths as the task will see them."""
-    in_container = layout == "container"
+    in_container = layout in ("container", "copy")
     on_host = layout == "host"
     project = PurePosixPath(run.resolved.project_root) if on_host else PurePosixPath(PROJECT_DIR)
     run_dir = PurePosixPath(run.run_dir) if on_host else PurePosixPath(RUN_DIR)
@@ -334,6 +339,8 @@ def build_spec(
     )
     if layout == "pod":  # the runtime is baked into code-env images: nothing to mount from the worker
         spec = dataclasses.replace(spec, mounts=())
+    if layout == "copy":  # as for pods, the image's own runtime; the rest travels as archives
+        spec = dataclasses.replace(spec, mounts=(), copies=mounts)
     return dataclasses.replace(spec, context=context, run_dir=run_dir, outputs=run.outputs)
 
 

@@ -21,6 +21,13 @@ if ! "$ROOT/scripts/ensure-postgres.sh"; then
   fi
   echo "test.sh: no PostgreSQL binaries here: the PostgreSQL ledger tests will be skipped with the reason" >&2
 fi
+if ! "$ROOT/scripts/ensure-test-hosts.sh" >/dev/null; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI needs what the multihost tests use (see above)" >&2
+    exit 1
+  fi
+  echo "test.sh: multihost tests will be skipped with the reason" >&2
+fi
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

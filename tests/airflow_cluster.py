@@ -46,7 +46,7 @@ def stop_process(process: subprocess.Popen[Any], *, grace: float = 20) -> None:
 def redis_server(port: int, bind: Sequence[str], workdir: Path) -> Iterator[str]:
     """A private Redis (no persistence) listening on ``bind`` addresses; yields its first URL."""
     if shutil.which("redis-server") is None:
-        raise RuntimeError("redis-server is missing: run scripts/ensure-redis.sh")
+        raise RuntimeError("redis-server is missing: run scripts/ensure-test-hosts.sh")
     workdir.mkdir(parents=True, exist_ok=True)
     log = (workdir / "redis.log").open("wb")
     argv = ["redis-server", "--port", str(port), "--bind", *bind, "--protected-mode", "no"]

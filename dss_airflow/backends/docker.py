@@ -6,6 +6,13 @@ by a thin subclass: a *hard* CPU limit (``nano_cpus``; the provider's ``cpus`` i
 the Docker ``runtime`` (e.g. nvidia). Containers are labelled with the task instance, removed in every
 case (``auto_remove="force"``, ``on_kill``), and leftovers of an earlier try of the same task instance
 (a worker that died) are removed before a new one starts.
+
+A daemon that does not see the worker's files (``shares_worker_filesystem``: false, the default for
+tcp:// and ssh:// hosts) gets the "copy" layout: nothing of the worker is mounted; the project, the run
+directory (context) and the inputs go into the created container before it starts, and the run directory
+(result) and the staged outputs come back after it exits, before the provider removes it. The worker then
+promotes as for any worker backend. The daemon is pinged when the run is prepared, so an unreachable host
+or refused TLS fails before anything runs.
 """
 
 from __future__ import annotations
@@ -13,22 +20,25 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tarfile
+import tempfile
 from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
-from dss_airflow.hooks.docker import tls_paths
-from dss_airflow.spec import LABEL_PREFIX, build_spec
+from dss_airflow.hooks.docker import check_daemon, tls_config
+from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import Context
 
-    from dss_airflow.spec import ContainerSpec, TaskRun
+    from dss_airflow.spec import ContainerSpec, MountSpec, TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -37,35 +47,103 @@ TASK_INSTANCE_LABELS = ("dag_id", "task_id", "run_id", "map_index")
 LOG_TAIL = 50
 
 
-class _HostConfigExtras:
-    """Wraps the provider's APIClient so that every host config also gets our extra keys."""
+class _ProviderClient:
+    """Wraps the provider's APIClient: every host config gets our extra keys, and with ``copies`` the
+    worker's files go in before the container starts and the writable ones come back once it has exited
+    (the provider calls ``wait`` before it removes the container)."""
 
-    def __init__(self, client: Any, extras: Mapping[str, Any]) -> None:
+    def __init__(self, client: Any, extras: Mapping[str, Any], copies: Sequence[MountSpec] = ()) -> None:
         self._client = client
         self._extras = dict(extras)
+        self._copies = tuple(copies)
 
     def create_host_config(self, **kwargs: Any) -> Any:
         return self._client.create_host_config(**kwargs, **self._extras)
+
+    def start(self, container: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._copies:
+            copy_in(self._client, container, self._copies)
+        return self._client.start(container, *args, **kwargs)
+
+    def wait(self, container: Any, *args: Any, **kwargs: Any) -> Any:
+        result = self._client.wait(container, *args, **kwargs)
+        if self._copies:
+            # The result file always (it holds the error of a failed run); outputs only after a success.
+            succeeded = result.get("StatusCode") == 0
+            copy_out(self._client, container, [c for c in self._copies if succeeded or c.target == RUN_DIR])
+        return result
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
 
 
+def _container_id(container: Any) -> str:
+    return str(container["Id"] if isinstance(container, dict) else container)
+
+
+def copy_in(client: Any, container: Any, copies: Sequence[MountSpec]) -> None:
+    """Every copy as one tar at ``/``, spooled through a temporary file (large inputs never sit in memory)."""
+    from dss_airflow.archives import write_copies
+
+    with tempfile.TemporaryFile(prefix="dss-copy-in-") as archive:
+        write_copies(copies, archive)
+        archive.seek(0)
+        if not client.put_archive(_container_id(container), "/", archive):
+            raise ExecutionError(f"copying the task's files into container {_container_id(container)} failed")
+
+
+def copy_out(client: Any, container: Any, copies: Sequence[MountSpec]) -> None:
+    """The writable copies (run directory, output staging) back into their worker directories."""
+    import docker.errors
+
+    from dss_airflow.archives import extract_stream
+
+    for copy in copies:
+        if copy.read_only:
+            continue
+        try:
+            chunks, _ = client.get_archive(_container_id(container), copy.target)
+            extract_stream(chunks, Path(copy.source))
+        except (docker.errors.APIError, tarfile.TarError) as exc:
+            raise ExecutionError(f"copying {copy.target} out of the container failed: {exc}") from exc
+
+
 @functools.cache
 def _operator_class() -> type[DockerOperator]:
+    from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.providers.docker.operators.docker import DockerOperator
 
     class DSSDockerOperator(DockerOperator):
-        """DockerOperator plus hard CPU limit and runtime; created by dss_airflow, never by DAG authors."""
+        """DockerOperator plus hard CPU limit, runtime and file copies; created by dss_airflow only."""
 
-        def __init__(self, *, host_config_extras: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *,
+            host_config_extras: Mapping[str, Any] | None = None,
+            copies: Sequence[MountSpec] = (),
+            tls: Any = False,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(**kwargs)
             self.host_config_extras = dict(host_config_extras or {})
+            self.copies = tuple(copies)
+            self.tls = tls
+
+        @functools.cached_property
+        def hook(self) -> DockerHook:
+            """The provider's hook with our TLSConfig (hooks.docker.tls_config: it verifies against the
+            config's ca.pem whatever $REQUESTS_CA_BUNDLE says; the provider's own would not)."""
+            return DockerHook(
+                docker_conn_id=self.docker_conn_id,
+                base_url=self.docker_url,
+                version=self.api_version,
+                tls=self.tls,
+                timeout=self.timeout,
+            )
 
         @property
         def cli(self) -> Any:
-            client = self.hook.api_client
-            return _HostConfigExtras(client, self.host_config_extras) if self.host_config_extras else client
+            return _ProviderClient(self.hook.api_client, self.host_config_extras, self.copies)
 
     return DSSDockerOperator
 
@@ -93,7 +171,6 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
                 capabilities=[gpus.capabilities],
             )
         ]
-    tls = tls_paths(config)
     return {
         "image": spec.image,
         "command": list(spec.command),
@@ -109,12 +186,12 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "network_mode": config.network_mode,
         "docker_url": config.docker_host,
         "docker_conn_id": config.registry.connection_id if config.registry else None,
-        "tls_verify": bool(tls),
-        **tls,
         "auto_remove": "force",
         "mount_tmp_dir": False,
         "do_xcom_push": False,
         "host_config_extras": extras,
+        "copies": spec.copies,
+        "tls": tls_config(config),
     }
 
 
@@ -133,10 +210,12 @@ class DockerBackend(WorkerBackend):
     def prepare(self, run: TaskRun) -> ContainerSpec:
         from dss_airflow.images.lookup import image_for
 
+        # First, before anything runs: an unreachable daemon or refused TLS is a DaemonUnreachableError.
+        check_daemon(self.config, self.resolved.execution_config_name)
         image = self.options.pinned_image or image_for(self.catalog, self.resolved)
         return build_spec(
             run,
-            layout="container",
+            layout="container" if self.config.shares_filesystem else "copy",
             image=image,
             worker_uid=os.getuid(),
             worker_gid=os.getgid(),

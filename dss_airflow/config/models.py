@@ -17,6 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PositiveFloat,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -191,7 +193,16 @@ class DockerExecutionConfig(_ExecutionConfigBase):
     is_container: ClassVar[bool] = True
     base_image: str = Field(description="Name of an entry of base_images")
     docker_host: str = "unix:///var/run/docker.sock"
-    tls_cert_dir: str | None = Field(default=None, description="Directory with ca.pem, cert.pem, key.pem")
+    tls_cert_dir: str | None = Field(
+        default=None, description="Directory with ca.pem, cert.pem, key.pem (tcp:// hosts)"
+    )
+    shares_worker_filesystem: bool | None = Field(
+        default=None,
+        description="Whether the daemon sees the worker's paths (runs bind-mount the project, run "
+        "directory and folders). Left out: true for unix:// hosts, false for tcp:// and ssh:// ones, "
+        "whose runs get their files copied into and out of the container and whose images are built on "
+        "the build daemon, then pushed to the registry or copied onto the host",
+    )
     registry: RegistryConfig | None = None
     resources: DockerResources = Field(default_factory=DockerResources)
     runtime: str | None = Field(default=None, description="Docker runtime, e.g. 'nvidia'")
@@ -209,6 +220,35 @@ class DockerExecutionConfig(_ExecutionConfigBase):
                 "tcp://host:2376 or ssh://user@host"
             )
         return self
+
+    @field_validator("shares_worker_filesystem", mode="before")
+    @classmethod
+    def _true_or_false(cls, value: Any) -> Any:
+        # pydantic would take "no" or 0; YAML has real booleans, and a guess here mounts the wrong paths.
+        if value is not None and not isinstance(value, bool):
+            raise ValueError(
+                "shares_worker_filesystem must be true or false, or left out (then true for unix:// "
+                "hosts, false for tcp:// and ssh:// ones)"
+            )
+        return value
+
+    @field_validator("tls_cert_dir")
+    @classmethod
+    def _tls_needs_tcp(cls, value: str | None, info: ValidationInfo) -> str | None:
+        host = str(info.data.get("docker_host", ""))
+        if value is not None and not host.startswith(("tcp://", "https://")):
+            raise ValueError(
+                f"TLS only applies to tcp:// hosts, not {host}: use docker_host: tcp://host:2376 with "
+                "tls_cert_dir, or remove tls_cert_dir"
+            )
+        return value
+
+    @property
+    def shares_filesystem(self) -> bool:
+        """The flag, or its default: only a local socket implies the daemon sees the worker's paths."""
+        if self.shares_worker_filesystem is not None:
+            return self.shares_worker_filesystem
+        return self.docker_host.startswith("unix://")
 
 
 class KubernetesResources(StrictModel):

@@ -1,20 +1,28 @@
-"""The docker provider's DockerHook for an execution config's daemon: its host, TLS and registry login."""
+"""The docker provider's DockerHook for a Docker daemon: its host, TLS and registry login.
+
+Every Docker client of dss_airflow (runs, builds, base images, digests, pushes, transfers) comes from
+:func:`docker_client`, so TLS and the translation of "cannot talk to that daemon" into
+:class:`~dss_airflow.errors.DaemonUnreachableError` are the same everywhere.
+"""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ConfigError, DaemonUnreachableError
+from dss_airflow.settings import LOCAL_DOCKER_HOST
 
 if TYPE_CHECKING:
     import docker
+    import docker.tls
 
     from dss_airflow.config.models import DockerExecutionConfig
 
-DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
-#: Seconds a remote daemon gets to answer before it is reported unreachable (builds get the full timeout).
-PROBE_TIMEOUT_S = 10
+DEFAULT_DOCKER_HOST = LOCAL_DOCKER_HOST
+#: A short timeout for the first contact: an unreachable host fails in seconds, not after minutes.
+PING_TIMEOUT_S = 10
 
 
 def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
@@ -33,6 +41,94 @@ def tls_paths(config: DockerExecutionConfig) -> dict[str, str]:
     return {key: str(directory / name) for key, name in paths.items()}
 
 
+@functools.cache
+def _own_ca_tls_config() -> type[docker.tls.TLSConfig]:
+    from docker.tls import TLSConfig
+
+    class OwnCATLSConfig(TLSConfig):  # type: ignore[misc]  # docker ships no types
+        def configure_client(self, client: Any) -> None:
+            super().configure_client(client)
+            client.trust_env = False  # see tls_config
+
+    return OwnCATLSConfig
+
+
+def tls_config(config: DockerExecutionConfig) -> Any:
+    """A TLSConfig of the config's TLS directory (False without one) that verifies against its ca.pem.
+
+    requests lets ``$REQUESTS_CA_BUNDLE``/``$CURL_CA_BUNDLE`` replace a session's CA (psf/requests#3829),
+    which makes every TLS daemon "unable to get local issuer certificate" on a worker that sets them for
+    a proxy; the client it configures therefore ignores the environment (it talks to one daemon only).
+    """
+    tls = tls_paths(config)
+    if not tls:
+        return False
+    return _own_ca_tls_config()(
+        ca_cert=tls["tls_ca_cert"],
+        client_cert=(tls["tls_client_cert"], tls["tls_client_key"]),
+        verify=True,
+    )
+
+
+def daemon_unreachable(
+    config_name: str | None, host: str, exc: BaseException, *, tls_dir: str | None = None
+) -> DaemonUnreachableError:
+    """One translation of a failed contact (SSL, connection, Docker errors) into a short reason and a fix:
+    the docker SDK's message nests urllib3's three deep, so the cause is looked up in it."""
+    text = str(exc)
+    lowered = text.lower()
+    if "certificate" in lowered or "ssl" in lowered or "tls" in lowered:
+        reason = (
+            "TLS: the daemon's certificate is not signed by ca.pem"
+            if "certificate_verify_failed" in lowered or "certificate verify failed" in lowered
+            else f"TLS handshake failed ({text.splitlines()[-1][:200]})"
+        )
+        fix = (
+            f"check the certificates in {tls_dir}: ca.pem must be the CA that signed the daemon's "
+            "certificate (whose SAN names the host), cert.pem/key.pem a client certificate it trusts"
+            if tls_dir
+            else "the daemon speaks TLS: set tls_cert_dir to a directory with ca.pem, cert.pem and key.pem"
+        )
+        return DaemonUnreachableError(config_name, host, reason, fix=fix)
+    reachability = "check that dockerd listens there and that this worker can reach it (firewall, address)"
+    for needles, reason, fix in (
+        (("nameresolution", "name or service not known", "name resolution"), "host name does not resolve",
+         "correct docker_host, or the worker's DNS"),
+        (("connection refused",), "connection refused (no daemon listening there)", reachability),
+        (("timed out",), f"no answer within {PING_TIMEOUT_S} s", reachability),
+        (("no route to host",), "no route to host", reachability),
+        (("no such file or directory",), "no socket there (is dockerd running?)", "start dockerd"),
+        (("connect",), f"cannot connect ({text.splitlines()[-1][:200]})", reachability),
+    ):  # fmt: skip
+        if any(needle in lowered for needle in needles):
+            return DaemonUnreachableError(config_name, host, reason, fix=fix)
+    fix = "check the daemon's host, its TLS settings and the docker daemon log"
+    return DaemonUnreachableError(
+        config_name, host, text.splitlines()[-1][:300] if text else repr(exc), fix=fix
+    )
+
+
+def _ping(docker_host: str, tls: Any, config_name: str | None, tls_dir: str | None) -> None:
+    """The hook negotiates the API version and pings, but its failure only says "failed to connect": a
+    client at the oldest API version (no negotiation) pings first, to tell why."""
+    import docker.errors
+    import requests.exceptions
+    from docker.constants import MINIMUM_DOCKER_API_VERSION
+
+    try:
+        with docker.APIClient(
+            base_url=docker_host, version=MINIMUM_DOCKER_API_VERSION, tls=tls, timeout=PING_TIMEOUT_S
+        ) as probe:
+            probe.ping()
+    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+
+
+def check_daemon(config: DockerExecutionConfig, config_name: str | None) -> None:
+    """Ping the config's daemon with its TLS: DaemonUnreachableError (config, host, reason, fix) if not."""
+    _ping(config.docker_host, tls_config(config), config_name, config.tls_cert_dir)
+
+
 def docker_client(
     docker_host: str = DEFAULT_DOCKER_HOST,
     *,
@@ -41,69 +137,26 @@ def docker_client(
     conn_id: str | None = None,
     timeout: int = 120,
 ) -> docker.APIClient:
-    """The provider hook's low-level client for a daemon (with ``config``: its TLS and registry login).
-
-    A daemon that does not answer raises :class:`DaemonUnreachableError` with the reason (the hook itself
-    only logs it); a remote one is probed with a short timeout first, so a dead host costs seconds, not
-    the build timeout."""
+    """The provider hook's low-level client for a daemon (with ``config``: its host, TLS and registry
+    login), pinged before it is returned: a daemon that cannot be used is a DaemonUnreachableError here."""
     from airflow.providers.docker.hooks.docker import DockerHook
+    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
     kwargs: dict[str, Any] = {}
+    tls_dir = None
     if config is not None:
-        tls = tls_paths(config)
+        tls = tls_config(config)
         if tls:
-            kwargs["tls"] = DockerHook.construct_tls_config(
-                ca_cert=tls["tls_ca_cert"],
-                client_cert=tls["tls_client_cert"],
-                client_key=tls["tls_client_key"],
-            )
+            kwargs["tls"] = tls
+            tls_dir = config.tls_cert_dir
         docker_host = config.docker_host
         if conn_id is None and config.registry is not None:
             conn_id = config.registry.connection_id
-    if not docker_host.startswith("unix://"):
-        _probe(docker_host, kwargs.get("tls"), config_name)
+    _ping(docker_host, kwargs.get("tls", False), config_name, tls_dir)
     hook = DockerHook(docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=timeout, **kwargs)
     try:
         return hook.api_client
-    except Exception as exc:  # the hook turns every connection failure into a bare AirflowException
-        if type(exc).__name__ != "AirflowException":
-            raise
-        _probe(docker_host, kwargs.get("tls"), config_name)
-        raise DaemonUnreachableError(docker_host, str(exc), config=config_name) from exc
-
-
-def _probe(docker_host: str, tls: Any, config_name: str | None) -> None:
-    """Ask the daemon its version with a short timeout; raise why it does not answer."""
-    import docker
-    import requests
-
-    try:
-        docker.APIClient(
-            base_url=docker_host, version="auto", tls=tls or False, timeout=PROBE_TIMEOUT_S
-        ).close()
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        reason, fix = unreachable_reason(exc)
-        raise DaemonUnreachableError(docker_host, reason, config=config_name, fix=fix) from exc
-
-
-def unreachable_reason(exc: BaseException) -> tuple[str, str | None]:
-    """(short reason, fix) for a failed connection: the docker SDK's message nests urllib3's three deep."""
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return "TLS: the daemon's certificate is not signed by ca.pem", (
-            "put the CA that signed the daemon's certificate in tls_cert_dir/ca.pem"
-        )
-    if "SSL" in text or "TLS" in text or "tlsv1 alert" in text:
-        return "TLS handshake refused", "check cert.pem/key.pem in tls_cert_dir (the daemon must trust them)"
-    for needle, reason in (
-        ("NameResolution", "host name does not resolve"),
-        ("Name or service not known", "host name does not resolve"),
-        ("Temporary failure in name resolution", "host name does not resolve"),
-        ("Connection refused", "connection refused (no daemon listening there)"),
-        ("timed out", f"no answer within {PROBE_TIMEOUT_S} s"),
-        ("No such file or directory", "no socket there (is dockerd running?)"),
-        ("No route to host", "no route to host"),
-    ):
-        if needle in text:
-            return reason, None
-    return text.splitlines()[-1][:300] if text else type(exc).__name__, None
+    except AirflowNotFoundException:  # a registry connection that is not defined: the caller says which
+        raise
+    except AirflowException as exc:  # the daemon went away between the ping and the hook's own
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc

@@ -3,6 +3,10 @@
 ``bootstrap:`` builds air-gapped from the host's Debian mirror; ``from:`` builds a Dockerfile on an
 upstream image. Both are cached by a content hash label, so a rebuild with nothing changed is a no-op, and
 a failed build leaves the previous image under the tag.
+
+Base images are built on the build daemon (``[dss_airflow] build_docker_host``), the one that builds
+code-env images. They are not copied to daemons that do not share the worker's filesystem: those run
+only code-env images, which carry their base's layers (and are pushed or copied there themselves).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from dss_airflow.config.catalog import resolve_path
 from dss_airflow.errors import DSSAirflowError
-from dss_airflow.hooks.docker import DEFAULT_DOCKER_HOST
+from dss_airflow.hooks.docker import docker_client
 from dss_airflow.images.dockerfile import base_dockerfile
+from dss_airflow.settings import build_docker_host
 
 if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
@@ -66,7 +71,9 @@ def build_base_image(
             ca_bundle=ca_path,
         )
         progress("building", base.image, f"bootstrap {recipe.suite} ({', '.join(recipe.packages)})")
-        image_id = build_bootstrap_base_image(base.image, recipe, docker_url=docker_url, force=force)
+        image_id = build_bootstrap_base_image(
+            base.image, recipe, docker_url=docker_url or build_docker_host(), force=force
+        )
         progress("built", base.image, image_id)
         return image_id
     return _build_from_dockerfile(
@@ -84,13 +91,11 @@ def _build_from_dockerfile(
     progress: ProgressCallback,
 ) -> str:
     import docker.errors
-    from airflow.providers.docker.hooks.docker import DockerHook
 
     ca = ca_path.read_bytes() if ca_path and ca_path.is_file() else None
     dockerfile = _dockerfile_of(catalog, base, ca)
     content_hash = hashlib.sha256((dockerfile + hashlib.sha256(ca or b"").hexdigest()).encode()).hexdigest()
-    hook = DockerHook(docker_conn_id=None, base_url=docker_url or DEFAULT_DOCKER_HOST, version="auto")
-    api = hook.api_client
+    api = docker_client(docker_url or build_docker_host(), timeout=600)
     if not force:
         try:
             if api.inspect_image(base.image)["Config"]["Labels"].get(HASH_LABEL) == content_hash:

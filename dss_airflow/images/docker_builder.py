@@ -3,8 +3,9 @@
 A throw-away builder container of the base image (or, for an incremental build, of the pair's previous
 image) gets the uv binary, the uv cache, the build context and the runtime *mounted*, runs the install
 script and is committed with the base image's non-root user: build tools and caches never enter a layer.
-The new image then imports its packages and passes ``pip check`` before anything points at it, and is
-pushed to the config's registry when it has one (containers then run it by digest).
+The new image then imports its packages and passes ``pip check`` before anything points at it (on the
+daemon that built it), and is pushed to the config's registry when it has one (containers then run it by
+digest) or, for a daemon that does not share the worker's filesystem, copied onto it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import ImageBuildError
+from dss_airflow.hooks.docker import docker_client
 from dss_airflow.images.envbuild import (
     CACHE_IN_BUILDER,
     CONTEXT_IN_BUILDER,
@@ -212,20 +215,30 @@ class DockerBuilder:
             )
 
     def publish(self, target: Target, tag: str, image_id: str) -> str:
-        """Push to the config's registry and return repository@digest; locally, the content-hash tag."""
+        """Make the built image usable where the config runs it; returns what its containers run.
+
+        With a registry: push and return repository@digest (any daemon pulls it, by digest). Without,
+        on a daemon that is not the build daemon: copy the image there (``docker save | docker load``,
+        streamed) and check its id. Locally: the content-hash tag (immutable in practice)."""
         config = self.planner.config(target.config)
-        if config.registry is None:
-            return tag  # immutable in practice: it names the build hash
-        from airflow.providers.docker.hooks.docker import DockerHook
+        if config.registry is not None:
+            return self._push(target, tag, image_id)
+        if isinstance(config, DockerExecutionConfig) and not config.shares_filesystem:
+            return self._transfer(target, tag, image_id)
+        return tag
+
+    def _push(self, target: Target, tag: str, image_id: str) -> str:
         from airflow.sdk.exceptions import AirflowNotFoundException
 
-        hook = DockerHook(
-            docker_conn_id=config.registry.connection_id,
-            base_url=self.planner.daemon_of(target.config),
-            version="auto",
-        )
+        config = self.planner.config(target.config)
+        assert config.registry is not None
         try:
-            api = hook.api_client
+            if isinstance(config, DockerExecutionConfig) and config.shares_filesystem:
+                api = docker_client(config=config, config_name=target.config)
+            else:
+                api = docker_client(
+                    self.planner.daemon_of(target.config), conn_id=config.registry.connection_id
+                )
         except AirflowNotFoundException as exc:
             kind = "spark config" if isinstance(config, KubernetesSparkConfig) else "execution config"
             raise ImageBuildError(
@@ -248,16 +261,51 @@ class DockerBuilder:
             raise ImageBuildError(f"push of {tag} to {config.registry.url} returned no digest")
         return str(digests[0])
 
+    def _transfer(self, target: Target, tag: str, image_id: str) -> str:
+        """Copy the image from the build daemon to the config's daemon (which may have no route to a
+        package index or registry); the image id survives, so the build hash still names it."""
+        import docker.errors
+
+        config = self.planner.config(target.config)
+        assert isinstance(config, DockerExecutionConfig)
+        remote = self.planner.runtime_client(target.config)
+        try:
+            if remote.inspect_image(tag)["Id"] == image_id:
+                self.progress("present", tag, f"already on {config.docker_host}")
+                return tag
+        except docker.errors.ImageNotFound:
+            pass
+        started = time.monotonic()
+        self.progress("copying", tag, f"to {config.docker_host} ({target.config})")
+        build = self.planner.client_for(target.config)
+        try:
+            for event in remote.load_image(build.get_image(tag)) or ():
+                if isinstance(event, dict) and "error" in event:
+                    raise ImageBuildError(f"loading {tag} on {config.docker_host} failed: {event['error']}")
+            loaded = remote.inspect_image(tag)["Id"]
+        except docker.errors.APIError as exc:
+            raise ImageBuildError(f"copying {tag} to {config.docker_host} failed: {exc}") from exc
+        if loaded != image_id:
+            raise ImageBuildError(f"{tag} on {config.docker_host} is {loaded}, not the built {image_id}")
+        self.progress("copied", tag, f"to {config.docker_host} in {time.monotonic() - started:.1f}s")
+        return tag
+
     def remove(self, target: Target, records: Sequence[ImageRecord]) -> None:
         """Remove superseded images (the ledger decides which) from the target's daemon."""
         import docker.errors
 
         if not records:
             return
-        api = self.planner.client_for(target.config)
-        for record in records:
-            try:
-                api.remove_image(record.tag)
-                self.progress("removed", record.tag, "older than the kept previous images")
-            except docker.errors.APIError as exc:  # in use by a running container: next time
-                log.info("kept %s: %s", record.tag, exc)
+        config = self.planner.config(target.config)
+        daemons = [self.planner.client_for(target.config)]
+        if isinstance(config, DockerExecutionConfig) and not config.shares_filesystem and not config.registry:
+            daemons.append(self.planner.runtime_client(target.config))  # the copies made by _transfer
+        for api in daemons:
+            for record in records:
+                try:
+                    api.remove_image(record.tag)
+                    self.progress("removed", record.tag, "older than the kept previous images")
+                except docker.errors.ImageNotFound:
+                    pass
+                except docker.errors.APIError as exc:  # in use by a running container: next time
+                    log.info("kept %s: %s", record.tag, exc)

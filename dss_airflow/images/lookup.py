@@ -2,9 +2,10 @@
 
 The ledger's *current* image of the pair wins (read once when the task starts, so a rebuild that switches
 the pointer mid-run never changes a running task's image). On Docker, a code env without packages,
-resources or R packages that was never built runs on its execution config's base image as is. Otherwise
-(and always on Kubernetes, whose pods need the runtime baked into code-env images) the task fails with
-the command that builds the image (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
+resources or R packages that was never built runs on its execution config's base image as is, when the
+daemon shares the worker's filesystem (the runtime is mounted). Otherwise (and always on Kubernetes and
+remote daemons, which need the runtime baked into code-env images) the task fails with the command
+that builds the image (DSS's ERR_CODEENV_CONTAINER_IMAGE_TAG_NOT_FOUND).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ def image_for(catalog: Catalog, resolved: ResolvedExecution, ledger: Ledger | No
     # requirements() includes what the env adds implicitly (the notebook packages of `notebook: true`).
     packages = catalog.requirements(resolved.code_env_name)
     needs_own_image = packages or env.r_packages or env.resources.mode != "none"
-    # Pods also need the dss_airflow runtime, which only code-env images carry (a bare base image does not).
-    if needs_own_image or not isinstance(config, DockerExecutionConfig):
+    # Pods, and daemons that cannot mount the worker's copy, need the dss_airflow runtime, which only
+    # code-env images carry (a bare base image does not).
+    if needs_own_image or not isinstance(config, DockerExecutionConfig) or not config.shares_filesystem:
         kind = "spark config" if spark else "execution config"
         detail = f" (last build failed: {state.last_error})" if state.last_error else ""
         raise ImageNotBuiltError(

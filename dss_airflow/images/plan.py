@@ -17,7 +17,7 @@ from dss_airflow.config.catalog import resolve_path
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
 from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import DaemonUnreachableError, DSSAirflowError, ImageBuildError, UnknownNameError
-from dss_airflow.hooks.docker import DEFAULT_DOCKER_HOST, docker_client
+from dss_airflow.hooks.docker import docker_client
 from dss_airflow.images.identity import (
     BuildInputs,
     Lock,
@@ -28,6 +28,7 @@ from dss_airflow.images.identity import (
     tree_digest,
 )
 from dss_airflow.images.ledger import PairState
+from dss_airflow.settings import build_docker_host
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -95,23 +96,31 @@ def _needs_image(env: CodeEnv, name: str, config: ExecutionConfig | SparkConfig)
 
 
 class DockerClients:
-    """One low-level client per daemon, created on first use and shared by the build threads; a daemon
-    that did not answer is asked once per process (its error is kept and raised again)."""
+    """One low-level client per daemon (per config, for TLS), created on first use and shared by the build
+    threads; a daemon that did not answer is asked once per process (its error is kept and raised again)."""
 
     def __init__(self) -> None:
         self._clients: dict[str, docker.APIClient | DaemonUnreachableError] = {}
         self._lock = threading.Lock()
 
-    def for_daemon(self, docker_host: str, *, config_name: str | None = None) -> docker.APIClient:
+    def for_daemon(self, docker_host: str) -> docker.APIClient:
+        """The build daemon (or any daemon without TLS)."""
+        return self._get(docker_host, lambda: docker_client(docker_host, timeout=600))
+
+    def for_config(self, name: str, config: DockerExecutionConfig) -> docker.APIClient:
+        """An execution config's own daemon, with its TLS."""
+        return self._get(
+            f"config:{name}", lambda: docker_client(config=config, config_name=name, timeout=600)
+        )
+
+    def _get(self, key: str, connect: Callable[[], docker.APIClient]) -> docker.APIClient:
         with self._lock:
-            if docker_host not in self._clients:
+            if key not in self._clients:
                 try:
-                    self._clients[docker_host] = docker_client(
-                        docker_host, config_name=config_name, timeout=600
-                    )
+                    self._clients[key] = connect()
                 except DaemonUnreachableError as exc:
-                    self._clients[docker_host] = exc
-            client = self._clients[docker_host]
+                    self._clients[key] = exc
+            client = self._clients[key]
         if isinstance(client, DaemonUnreachableError):
             raise client
         return client
@@ -146,12 +155,26 @@ class Planner:
         return config
 
     def daemon_of(self, config_name: str) -> str:
-        """The daemon that builds for a config: its own for docker, the local one for kubernetes ones."""
+        """The daemon that builds for a config: its own for a docker config that shares the worker's
+        filesystem (the builder mounts uv, its cache and the context), else the build daemon, from
+        which the image is pushed to the config's registry or copied onto its host."""
         config = self.config(config_name)
-        return config.docker_host if isinstance(config, DockerExecutionConfig) else DEFAULT_DOCKER_HOST
+        if isinstance(config, DockerExecutionConfig) and config.shares_filesystem:
+            return config.docker_host
+        return build_docker_host()
 
     def client_for(self, config_name: str) -> docker.APIClient:
-        return self.clients.for_daemon(self.daemon_of(config_name), config_name=config_name)
+        """A client of the daemon that builds for the config (with the config's TLS when it is its own)."""
+        config = self.config(config_name)
+        if isinstance(config, DockerExecutionConfig) and config.shares_filesystem:
+            return self.clients.for_config(config_name, config)
+        return self.clients.for_daemon(build_docker_host())
+
+    def runtime_client(self, config_name: str) -> docker.APIClient:
+        """A client of the daemon that runs the docker config's tasks (with its TLS)."""
+        config = self.config(config_name)
+        assert isinstance(config, DockerExecutionConfig)
+        return self.clients.for_config(config_name, config)
 
     def base_name_of(self, config_name: str) -> str:
         return self.config(config_name).base_image
@@ -160,7 +183,10 @@ class Planner:
         return self.catalog.base_images[self.base_name_of(config_name)]
 
     def base_digest(self, config_name: str) -> str | None:
-        """Digest (image id) of the config's base image on its daemon; one lookup per (daemon, image)."""
+        """Digest (image id) of the config's base image on the daemon that builds for it; one lookup per
+        (daemon, image). The image id is what is hashed: it survives ``docker save``/``load`` and a push
+        and pull (a registry's manifest digest differs per registry), so the hash is the same wherever
+        the code-env image ends up."""
         import docker.errors
 
         key = (self.daemon_of(config_name), self.base_of(config_name).image)

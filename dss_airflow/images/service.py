@@ -97,8 +97,7 @@ class ImageService:
             try:
                 lock, inputs = self.planner.resolved(target, refresh=refresh)
             except DaemonUnreachableError as exc:
-                report.unreachable[target] = str(exc)
-                self.progress("unreachable", str(target), str(exc))
+                self._unreachable(target, exc, report)
                 continue
             except DSSAirflowError as exc:
                 self._fail(target, str(exc), None, report)
@@ -133,12 +132,21 @@ class ImageService:
                     self.docker.remove(member, unused)
                     report.switched.append(member)
                     self.progress("switched", str(member), f"now runs {record.image}")
+                except DaemonUnreachableError as exc:  # its host is down: not a failed build
+                    self._unreachable(member, exc, report)
                 except DSSAirflowError as exc:
                     self._fail(member, str(exc), log_name, report)
+        except DaemonUnreachableError as exc:
+            for member, _, _ in members:
+                self._unreachable(member, exc, report)
         except ImageBuildError as exc:
             for member, _, _ in members:
                 self._fail(member, str(exc), log_name, report)
             self.progress("failed", tag, str(exc))
+
+    def _unreachable(self, target: Target, exc: DaemonUnreachableError, report: BuildReport) -> None:
+        report.unreachable[target] = str(exc)
+        self.progress("unreachable", str(target), str(exc))
 
     def _fail(self, target: Target, error: str, log_name: str | None, report: BuildReport) -> None:
         self.ledger.record_failure(target.env, target.config, error, log_name)

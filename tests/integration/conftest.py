@@ -6,6 +6,7 @@ impossible the tests fail under CI (CI=true) and skip elsewhere, always with the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     import docker
+
+    from tests.hosts import NamespaceHosts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENSURE_DOCKER = REPO_ROOT / "scripts" / "ensure-docker.sh"
@@ -147,3 +150,25 @@ def airflow_env(tmp_path_factory) -> dict[str, str]:
     env.pop("AIRFLOW__CORE__UNIT_TEST_MODE", None)
     subprocess.run(["airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
     return env
+
+
+@pytest.fixture(scope="session")
+def remote_hosts(docker_engine: None) -> Iterator[NamespaceHosts]:
+    """Two remote TLS Docker hosts (network namespaces dsst-a, dsst-b) and a TLS registry, for the session;
+    everything removed at the end, also after a failure (tests/hosts.py)."""
+    from tests.hosts import namespace_hosts, require_root
+
+    reason = require_root()
+    if reason:
+        _unavailable(f"no test hosts: {reason}")
+    setup = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "ensure-test-hosts.sh")], capture_output=True, text=True
+    )
+    if setup.returncode != 0:
+        _unavailable(f"no test hosts: {setup.stderr.strip()[-500:]}")
+    with contextlib.ExitStack() as stack:
+        try:
+            hosts = stack.enter_context(namespace_hosts(("a", "b")))
+        except RuntimeError as exc:
+            _unavailable(f"cannot start the test hosts: {exc}")
+        yield hosts

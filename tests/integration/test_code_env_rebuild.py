@@ -117,7 +117,7 @@ def test_package_list_edit_is_detected_rebuilt_announced_and_used(tmp_path, base
 
 @pytest.mark.docker
 def test_poke_with_nothing_changed_builds_nothing_and_skips_docker_without_digest_checks(
-    tmp_path, base_image
+    tmp_path, base_image, monkeypatch
 ):
     env = f"idle-{uuid.uuid4().hex[:6]}"
     config_dir = tmp_path / "config"
@@ -125,8 +125,10 @@ def test_poke_with_nothing_changed_builds_nothing_and_skips_docker_without_diges
     assert ImageService(load_catalog(config_dir)).build().ok
     sensor = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir))
     assert not sensor.poke(fake_context())
-    # Point the config at a daemon that does not exist: without digest checks, the poke never notices.
+    # Point the config at a daemon that does not exist (a remote one: its base images live on the build
+    # daemon, which is gone too): without digest checks, the poke never notices.
     write(tmp_path, base_image, env, ["six==1.16.0"], docker_host="tcp://127.0.0.1:9")
+    monkeypatch.setenv("DSS_AIRFLOW_BUILD_DOCKER_HOST", "tcp://127.0.0.1:9")
     quiet = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir), check_base_digests=False)
     result = quiet.poke(fake_context())
     assert not result and result.xcom_value == []
@@ -138,7 +140,10 @@ base_images:
   base: {{image: "{base}", bootstrap: {{}}}}
 execution_configs:
   alive: {{type: docker, base_image: base}}
-  dead: {{type: docker, base_image: base, docker_host: "tcp://127.0.0.1:9"}}
+  # A daemon next to the worker's files (it builds its own images) and a remote one (images built here,
+  # then copied onto it): both down.
+  dead: {{type: docker, base_image: base, docker_host: "tcp://127.0.0.1:9", shares_worker_filesystem: true}}
+  dead-remote: {{type: docker, base_image: base, docker_host: "tcp://127.0.0.1:9"}}
 code_envs:
   {env}: {{packages: {packages}}}
 projects:
@@ -149,7 +154,9 @@ projects:
 @pytest.mark.docker
 def test_a_dead_daemon_makes_only_its_own_pairs_unknown(tmp_path, base_image, capsys):
     """Plan, sensor, CLI build and the rebuild operator with one host down: the live pair is planned and
-    rebuilt, the dead one reported "unknown (host unreachable ...)" and never recorded as failed."""
+    rebuilt; the dead one is "unknown (host unreachable ...)" in the plan (its base is read there) and
+    unreachable in builds, like the remote one whose image could not be copied; neither is recorded as a
+    failed build."""
     env = f"split-{uuid.uuid4().hex[:6]}"
     config_dir = tmp_path / "config"
 
@@ -161,35 +168,33 @@ def test_a_dead_daemon_makes_only_its_own_pairs_unknown(tmp_path, base_image, ca
     assert cli.main(["images", "plan", "--config-dir", str(config_dir)]) == 0, "plan reports, never fails"
     printed = capsys.readouterr().out
     assert f"build  {env}/alive  (never built)" in printed
+    assert f"build  {env}/dead-remote  (never built)" in printed, "planned from the build daemon"
     assert f"unknown  {env}/dead  (host unreachable: tcp://127.0.0.1:9: connection refused" in printed
-    assert "1 build, 0 up to date, 0 blocked, 1 unknown" in printed
+    assert "2 build, 0 up to date, 0 blocked, 1 unknown" in printed
 
     assert cli.main(["images", "build", "--all", "--config-dir", str(config_dir)]) == 1
     captured = capsys.readouterr()
-    assert "switched 1" in captured.out and "unreachable 1" in captured.out
-    assert (
-        f"UNREACHABLE {env}/dead: execution config 'dead': Docker daemon at tcp://127.0.0.1:9" in captured.err
-    )
+    assert "switched 1" in captured.out and "failed 0, unreachable 2" in captured.out
+    for name in ("dead", "dead-remote"):
+        assert (
+            f"UNREACHABLE {env}/{name}: Docker daemon tcp://127.0.0.1:9 of execution config '{name}' is "
+            "unusable: connection refused"
+        ) in captured.err
 
     configure(["six==1.16.0", "attrs==25.1.0"])
     stale = CodeEnvChangeSensor(task_id="s", config_dir=str(config_dir)).poke(fake_context())
-    assert stale and stale.xcom_value == [
-        {"env": env, "config": "alive", "reasons": ["package list changed"]}
-    ]
+    assert stale and {pair["config"] for pair in stale.xcom_value or []} == {"alive", "dead-remote"}
 
-    rebuild = DSSRebuildCodeEnvImagesOperator(
-        task_id="rebuild",
-        pairs=[{"env": env, "config": "alive"}, {"env": env, "config": "dead"}],
-        config_dir=str(config_dir),
-    )
+    pairs = [{"env": env, "config": name} for name in ("alive", "dead", "dead-remote")]
+    rebuild = DSSRebuildCodeEnvImagesOperator(task_id="rebuild", pairs=pairs, config_dir=str(config_dir))
     outlets: dict[Any, Any] = defaultdict(lambda: SimpleNamespace(add=lambda *a, **k: None))
     context: Any = {**fake_context(), "outlet_events": outlets}
     result = rebuild.execute(context)  # the task succeeds
     assert result["switched"] == [f"{env}/alive"] and result["failed"] == {}
-    assert list(result["unreachable"]) == [f"{env}/dead"]
-    pairs = ImageService(load_catalog(config_dir)).ledger.read(env)
-    assert pairs["alive"].status == "ok"
-    assert "dead" not in pairs, "an unreachable host is not a failed build: nothing recorded for it"
+    assert sorted(result["unreachable"]) == [f"{env}/dead", f"{env}/dead-remote"]
+    recorded = ImageService(load_catalog(config_dir)).ledger.read(env)
+    assert recorded["alive"].status == "ok"
+    assert "dead" not in recorded and "dead-remote" not in recorded, "an unreachable host is not a failure"
 
 
 def test_forced_rebuild_from_the_trigger_form(tmp_path):

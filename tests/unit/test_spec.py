@@ -121,7 +121,9 @@ def test_docker_operator_kwargs_add_hard_limits_runtime_and_gpus(catalog, tmp_pa
 
 
 def test_tls_dir_must_hold_the_three_files(tmp_path):
-    config = DockerExecutionConfig(type="docker", base_image="b", tls_cert_dir=str(tmp_path))
+    config = DockerExecutionConfig(
+        type="docker", base_image="b", docker_host="tcp://h:2376", tls_cert_dir=str(tmp_path)
+    )
     with pytest.raises(ConfigError, match="lacks ca.pem, cert.pem, key.pem"):
         tls_paths(config)
     for name in ("ca.pem", "cert.pem", "key.pem"):
