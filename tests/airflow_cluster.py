@@ -177,9 +177,15 @@ class AirflowCluster:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def tails(self, lines: int = 40) -> str:
-        return "\n".join(
+        """The end of each process's log, then of each task log that reports an error."""
+        parts = [
             f"--- {name} ---\n" + "\n".join(self.log(name).splitlines()[-lines:]) for name in self.processes
-        )
+        ]
+        for task_log in sorted((self.home / "logs").glob("dag_id=*/run_id=*/task_id=*/attempt=*.log")):
+            text = task_log.read_text(errors="replace")
+            if '"level":"error"' in text:
+                parts.append(f"--- {task_log.relative_to(self.home)} ---\n{text[-4000:]}")
+        return "\n".join(parts)
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
