@@ -201,9 +201,8 @@ def docker_arguments(server: NotebookServer) -> tuple[dict[str, Any], dict[str, 
         "device_requests": mapped["device_requests"],
         "network_mode": mapped["network_mode"],
         "port_bindings": {CONTAINER_PORT: (LOOPBACK, server.port)},
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges"],
-        **mapped["host_config_extras"],
+        "cap_add": mapped["cap_add"],
+        **mapped["host_config_extras"],  # init, CPU limit, runtime and the config's hardening
     }
     return create, host
 

@@ -148,6 +148,17 @@ def _operator_class() -> type[DockerOperator]:
     return DSSDockerOperator
 
 
+def hardening(config: DockerExecutionConfig) -> dict[str, Any]:
+    """Host-config keys of the config's ``security`` the provider has no argument for: every capability
+    dropped, no-new-privileges, the pids limit (the capabilities given back go through its ``cap_add``)."""
+    security = config.security
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"] if security.no_new_privileges else None,
+        "pids_limit": security.pids_limit,
+    }
+
+
 def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -> dict[str, Any]:
     """Pure mapping of a spec onto DockerOperator arguments (plus our host-config extras)."""
     from docker.types import DeviceRequest, Mount
@@ -155,7 +166,7 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
     resources = spec.resources
     # docker-init as PID 1 forwards signals, so `docker stop` (on_kill) ends the task at once even
     # before the runner installs its SIGTERM handler, and reaps the recipe's zombie children.
-    extras: dict[str, Any] = {"init": True}
+    extras: dict[str, Any] = {"init": True, **hardening(config)}
     if resources.nano_cpus:
         extras["nano_cpus"] = resources.nano_cpus
     if resources.runtime:
@@ -184,6 +195,7 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "shm_size": resources.shm_bytes,
         "device_requests": device_requests,
         "network_mode": config.network_mode,
+        "cap_add": list(config.security.cap_add) or None,
         "docker_url": config.docker_host,
         "docker_conn_id": config.registry.connection_id if config.registry else None,
         "auto_remove": "force",

@@ -143,6 +143,22 @@ class DockerResources(StrictModel):
     shm_size: DockerSize | None = None
 
 
+Capability = Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]*$", description="e.g. NET_BIND_SERVICE")]
+
+
+class DockerSecurity(StrictModel):
+    """Hardening of recipe containers: every capability dropped, no privilege gain, bounded processes.
+
+    The safe defaults suit any recipe running as its non-root user; loosen them per config only when a
+    workload needs it (``cap_add: [NET_BIND_SERVICE]``, a larger ``pids_limit`` for many workers)."""
+
+    cap_add: list[Capability] = Field(
+        default_factory=list, description="Capabilities given back after dropping ALL (no CAP_ prefix)"
+    )
+    no_new_privileges: bool = Field(default=True, description="setuid binaries cannot raise privileges")
+    pids_limit: int = Field(default=1024, gt=0, description="Most processes and threads in the container")
+
+
 class GpuRequest(StrictModel):
     """A Docker device request for GPUs (``docker run --gpus``)."""
 
@@ -209,6 +225,7 @@ class DockerExecutionConfig(_ExecutionConfigBase):
     gpus: GpuRequest | None = None
     network_mode: str | None = None
     user: ContainerUser = "1000:1000"
+    security: DockerSecurity = Field(default_factory=DockerSecurity)
 
     @model_validator(mode="after")
     def _docker_host_scheme(self) -> DockerExecutionConfig:

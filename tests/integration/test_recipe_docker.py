@@ -40,6 +40,12 @@ RECIPES = {
             "input": dss_recipe.input_path("raw").joinpath("seed.txt").read_text(),
             "params": dss_recipe.params(),
             "modes": [oct(os.stat(p).st_mode & 0o777) for p in ("..", "../context.json")],
+            "status": {
+                key: value.strip()
+                for key, _, value in (line.partition(":") for line in open("/proc/self/status"))
+                if key in ("CapEff", "CapBnd", "NoNewPrivs")
+            },
+            "pids_max": read("/sys/fs/cgroup/pids.max") or read("/sys/fs/cgroup/pids/pids.max"),
         })
     """,
     "recipes/fails.py": """
@@ -68,12 +74,9 @@ def config_dir(tmp_path, base_image):
 
 
 def operator(config_dir, recipe: str, **kwargs) -> DSSContainerRecipeOperator:
+    kwargs.setdefault("execution_config", "docker-small")
     return DSSContainerRecipeOperator(
-        task_id=recipe.split("/")[-1].removesuffix(".py"),
-        recipe=recipe,
-        execution_config="docker-small",
-        config_dir=str(config_dir),
-        **kwargs,
+        task_id=recipe.split("/")[-1].removesuffix(".py"), recipe=recipe, config_dir=str(config_dir), **kwargs
     )
 
 
@@ -91,6 +94,8 @@ def test_recipe_runs_non_root_with_hard_limits_and_atomic_outputs(config_dir, do
     assert inside["memory"] == 256 * 2**20
     assert inside["input"] == "seed" and inside["params"] == {"k": 1}
     assert inside["modes"] == ["0o700", "0o600"], "rendered params are readable by the task's user only"
+    assert inside["status"] == {"CapEff": "0" * 16, "CapBnd": "0" * 16, "NoNewPrivs": "1"}, "hardened"
+    assert inside["pids_max"] == "1024"
     assert result["outputs"] == {"out": [str(config_dir / "data" / "out" / "inspect.txt")]}
     assert (config_dir / "data" / "out" / "inspect.txt").read_text() == "ok"
     assert not (config_dir / "data" / "out" / ".dss-staging").exists()
@@ -154,3 +159,33 @@ def test_leftover_container_of_an_earlier_try_is_removed(config_dir, docker_clie
     finally:
         with contextlib.suppress(docker.errors.NotFound):  # removed by the operator, as expected
             leftover.remove(force=True)
+
+
+def test_container_hardening_follows_the_config(config_dir, docker_client):
+    """docker inspect of a running recipe: every capability dropped but the ones given back, and the
+    config's no-new-privileges and pids limit."""
+    (config_dir / "security.yaml").write_text(
+        "execution_configs:\n"
+        "  docker-loose:\n"
+        "    type: docker\n"
+        "    base_image: base\n"
+        "    security: {cap_add: [NET_BIND_SERVICE], no_new_privileges: false, pids_limit: 64}\n"
+    )
+    dag_id = f"dag-{uuid.uuid4().hex[:8]}"
+    inspected = {}
+    for config in ("docker-small", "docker-loose"):
+        op = operator(config_dir, "recipes/sleeps.py", execution_config=config)
+        thread, _ = execute_in_background(op, fake_context(dag_id=dag_id))
+        deadline = time.monotonic() + 60
+        while not containers_of(docker_client, dag_id) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        (container,) = containers_of(docker_client, dag_id)
+        inspected[config] = container.attrs["HostConfig"]
+        op.on_kill()
+        thread.join(timeout=60)
+        assert containers_of(docker_client, dag_id) == []
+    strict, loose = inspected["docker-small"], inspected["docker-loose"]
+    assert strict["CapDrop"] == ["ALL"] and not strict["CapAdd"]
+    assert strict["SecurityOpt"] == ["no-new-privileges"] and strict["PidsLimit"] == 1024
+    assert loose["CapDrop"] == ["ALL"] and loose["CapAdd"] == ["NET_BIND_SERVICE"]
+    assert not loose["SecurityOpt"] and loose["PidsLimit"] == 64
