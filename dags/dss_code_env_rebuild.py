@@ -5,7 +5,8 @@ requirements file, resources directory or base image digest to change; the rebui
 stale (env, config) images, smoke-tests and switches them; each rebuilt env emits the asset
 ``dss-code-env://<env>``, which DAGs can be scheduled on (see dss_example_on_image_change.py).
 
-From the trigger form, an admin can rebuild one env (or "all") right away.
+From the trigger form, an admin can rebuild one env (or "all") right away. Each run also sweeps what
+killed tries left behind on its worker's host (containers, staging and run directories: ``dss-airflow gc``).
 """
 
 from __future__ import annotations
@@ -58,3 +59,15 @@ with DAG(
         return summary
 
     detect >> rebuild >> notify(rebuild.output)  # type: ignore[arg-type]  # XComArg resolves at run time
+
+    @task
+    def sweep_leftovers() -> dict[str, int]:
+        """Containers, staging and run directories of tries that were killed and never ran again."""
+        from dss_airflow.gc import sweep_all
+
+        swept = sweep_all(get_catalog(CONFIG_DIR))
+        for problem in swept.unreachable:
+            print(f"skipped: {problem}")
+        return {"directories": len(swept.directories), "containers": len(swept.containers)}
+
+    sweep_leftovers()

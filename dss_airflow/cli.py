@@ -5,6 +5,7 @@ dss-airflow config show [--config-dir DIR]       # what was loaded, and from whe
 dss-airflow images status [ENV ...] | images log ENV [--config CFG]   # from the ledger, on any host
 dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--folder NAME ...]
 dss-airflow notebook stop [NAME ... | --all]     # notebook list: the servers started from here
+dss-airflow gc [--dry-run] [--config-dir DIR]     # what killed tries left: containers, staging, run dirs
 """
 
 from __future__ import annotations
@@ -335,7 +336,26 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("--config", help="execution config to render with (default: the task's)")
     render.add_argument("--dags-folder", type=Path, default=None, help="default: Airflow's dags_folder")
     _add_notebook_commands(commands)
+    gc = commands.add_parser("gc", help="remove what killed tries left (containers, staging, run dirs)")
+    gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    gc.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
     return parser
+
+
+def _gc(args: argparse.Namespace) -> int:
+    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.gc import sweep_all
+
+    swept = sweep_all(get_catalog(args.config_dir), dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in swept.directories:
+        print(f"{verb} {path}")
+    for name in swept.containers:
+        print(f"{verb} container {name}")
+    for problem in swept.unreachable:
+        print(f"skipped: {problem}", file=sys.stderr)
+    print(f"{verb} {len(swept.directories)} directories, {len(swept.containers)} containers")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -354,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             return _images(args)
         if args.group == "notebook":
             return _notebook(args)
+        if args.group == "gc":
+            return _gc(args)
         if args.command == "validate":
             return _config_validate(args.config_dir)
         return _config_show(args.config_dir)

@@ -122,11 +122,19 @@ class ExecutionError(DSSAirflowError):
     """A recipe or container failed at run time; ``logs`` holds the tail of its output."""
 
     def __init__(
-        self, message: str, *, logs: Sequence[str] | None = None, exit_code: int | None = None
+        self,
+        message: str,
+        *,
+        logs: Sequence[str] | None = None,
+        exit_code: int | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.logs = list(logs or [])
         self.exit_code = exit_code
+        #: Why it ended, when something outside the recipe ended it (out of memory, killed, stopped,
+        #: removed, daemon lost): the task's error then says this, not what the recipe saw (SIGTERM).
+        self.cause = cause
 
 
 class DaemonUnreachableError(ExecutionError):

@@ -135,6 +135,20 @@ def run_dir_path(run_key: str) -> Path:
     return Path(tempfile.gettempdir()) / f"dss-run-{safe}"
 
 
+def run_dirs() -> list[Path]:
+    """This host's run directories (what :func:`run_dir_path` names), for the leftover sweeps."""
+    return [p for p in run_dir_path("x").parent.glob("dss-run-*") if p.is_dir()]
+
+
+def staging_runs(staging_roots: Iterable[Path]) -> list[Path]:
+    """The per-try staging directories (``<folder>/.dss-staging/<run key>``) in ``.dss-staging`` dirs."""
+    found: list[Path] = []
+    for root in staging_roots:
+        with contextlib.suppress(OSError):
+            found += [p for p in root.iterdir() if p.is_dir()]
+    return found
+
+
 def owner_of(spec: ContainerSpec) -> tuple[int, int] | None:
     """As root, the writable run directories go to the container's non-root user."""
     if os.getuid() != 0 or spec.user is None:
@@ -148,8 +162,12 @@ def worker_staging(spec: ContainerSpec) -> Iterator[None]:
     """For backends whose task sees the worker's folders (local, Docker): the run directory with the
     context, empty staging directories owned by the task's user; all removed afterwards, whatever happens
     (after a success the promoted files have left the staging directories)."""
+    from dss_airflow.leftovers import sweep_directories
+
     if spec.run_dir is None:
         raise ValueError("worker staging needs a run directory on the worker")
+    # What killed tries left here: this host's run directories, the staging of this task's outputs.
+    sweep_directories(run_dirs() + staging_runs({ref.host_staging.parent.parent for ref in spec.outputs}))
     try:
         _prepare_run(spec.run_dir, spec.context, spec.outputs, owner_of(spec))
         yield
@@ -168,7 +186,10 @@ def _prepare_run(
 
     The context holds rendered params (a templated password, say): the run directory is 0700 and the
     file 0600 from the moment it exists, readable only by the task's own user."""
+    from dss_airflow.leftovers import mark_owner
+
     run_dir.mkdir(mode=0o700)
+    mark_owner(run_dir)
     (run_dir / "cwd").mkdir(mode=0o700)
     context_file = run_dir / "context.json"
     descriptor = os.open(context_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -179,6 +200,7 @@ def _prepare_run(
         if ref.host_staging.exists():
             shutil.rmtree(ref.host_staging)
         ref.host_staging.mkdir(parents=True)
+        mark_owner(ref.host_staging.parent)
         writable.append(ref.host_staging)
     if owner is not None:
         for path in writable:

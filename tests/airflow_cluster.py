@@ -239,6 +239,12 @@ class AirflowCluster:
                 raise TimeoutError(f"{dag_id}/{run_id} not finished in {timeout:.0f} s\n{self.tails()}")
             time.sleep(1)
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, attempt: int = 1) -> str:
+        """A task's log as the worker wrote it (JSON lines)."""
+        path = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        log_file = path / f"attempt={attempt}.log"
+        return log_file.read_text(errors="replace") if log_file.exists() else ""
+
     def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
         """task_id -> state, hostname, queue of a run's task instances."""
         rows = self.query(

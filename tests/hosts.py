@@ -146,9 +146,29 @@ class NamespaceHosts:
     root: Path
     registry: HostRegistry | None = None
     _pids: list[int] = field(default_factory=list)
+    _cleanups: list[tuple[str, list[str] | Path | int]] = field(default_factory=list)
+    _daemon_argv: dict[str, list[str]] = field(default_factory=dict)
+    _daemon_pid: dict[str, int] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> NamespaceHost:
         return self.hosts[name]
+
+    def kill_daemon(self, name: str) -> None:
+        """SIGKILL a host's dockerd, as a crash would (its containers' shims survive it)."""
+        pid = self._daemon_pid.pop(name)
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        self._cleanups.remove(("daemon", pid))  # never signal that pid again: it may be reused
+
+    def start_daemon(self, name: str) -> None:
+        """Start a host's dockerd again, on its data root (stopped at the end like the first one)."""
+        host = self.hosts[name]
+        # A killed dockerd's containerd died with it and left its pid file, which the next dockerd waits on.
+        for stale in ("containerd.pid", "containerd.sock", "containerd.sock.ttrpc", "containerd-debug.sock"):
+            (host.root / "exec" / "containerd" / stale).unlink(missing_ok=True)
+        self._daemon_pid[name] = _spawn_daemon(self, name, self._daemon_argv[name], self._cleanups)
+        _wait_for_daemon(host, self._pids)
 
 
 def addresses(index: int) -> tuple[str, str]:
@@ -174,7 +194,7 @@ def namespace_hosts(
     """Start one TLS dockerd per name in its own network namespace (and a registry); remove it all after."""
     base = Path(root or tempfile.mkdtemp(prefix=f"{PREFIX}-hosts-"))  # short: unix socket paths inside
     made = NamespaceHosts(hosts={}, ca=TestCA(base / "ca"), root=base)
-    cleanups: list[tuple[str, list[str] | Path | int]] = []
+    cleanups = made._cleanups
     try:
         for index, name in enumerate(names):
             made.hosts[name] = _start_host(made, index, name, cleanups)
@@ -220,9 +240,7 @@ def _start_host(
     (root / "exec").mkdir()
     (root / "daemon.json").write_text("{}", encoding="utf-8")  # not /etc/docker/daemon.json
     cert, key = made.ca.issue(f"server-{name}", ip=inside)
-    log = (root / "dockerd.log").open("wb")
-    process = subprocess.Popen(
-        [
+    argv = [
             "nsenter", f"--net=/var/run/netns/{namespace}",  # = NamespaceHost.command_inside
             "dockerd", "--host", f"tcp://{inside}:{DOCKER_PORT}", "--tlsverify",
             "--tlscacert", str(made.ca.cert), "--tlscert", str(cert), "--tlskey", str(key),
@@ -233,16 +251,27 @@ def _start_host(
             # Its own containerd (started under exec-root); the namespaces keep apart even a shared one.
             "--containerd-namespace", namespace, "--containerd-plugins-namespace", f"{namespace}-plugins",
             "--cgroup-parent", namespace,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+        ]  # fmt: skip
+    cleanups.append(("mounts", root))  # undone in reverse: the daemon stops first
+    made._daemon_argv[name] = argv
+    made._daemon_pid[name] = _spawn_daemon(made, name, argv, cleanups, root=root)
+    return NamespaceHost(name, namespace, inside, outside, made.ca.client_dir(root / "client"), root)
+
+
+def _spawn_daemon(
+    made: NamespaceHosts,
+    name: str,
+    argv: list[str],
+    cleanups: list[tuple[str, list[str] | Path | int]],
+    *,
+    root: Path | None = None,
+) -> int:
+    log = ((root or made.hosts[name].root) / "dockerd.log").open("ab")
+    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
     made._pids.append(process.pid)
-    cleanups.append(("mounts", root))  # undone in reverse: the daemon stops first
     cleanups.append(("daemon", process.pid))
-    return NamespaceHost(name, namespace, inside, outside, made.ca.client_dir(root / "client"), root)
+    return process.pid
 
 
 def _start_registry(made: NamespaceHosts, cleanups: list[tuple[str, list[str] | Path | int]]) -> HostRegistry:

@@ -33,7 +33,7 @@ from dss_airflow.hooks.docker import check_daemon, tls_config
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import Context
@@ -42,9 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Labels that identify one task instance across tries (try_number deliberately left out).
-TASK_INSTANCE_LABELS = ("dag_id", "task_id", "run_id", "map_index")
 LOG_TAIL = 50
+#: The labels a task's sweep filters on: every run and try of this DAG's task.
+TASK_LABELS = (f"{LABEL_PREFIX}.dag_id", f"{LABEL_PREFIX}.task_id")
 
 
 class _ProviderClient:
@@ -52,10 +52,17 @@ class _ProviderClient:
     worker's files go in before the container starts and the writable ones come back once it has exited
     (the provider calls ``wait`` before it removes the container)."""
 
-    def __init__(self, client: Any, extras: Mapping[str, Any], copies: Sequence[MountSpec] = ()) -> None:
+    def __init__(
+        self,
+        client: Any,
+        extras: Mapping[str, Any],
+        copies: Sequence[MountSpec] = (),
+        on_exit: Callable[[Mapping[str, Any]], None] | None = None,
+    ) -> None:
         self._client = client
         self._extras = dict(extras)
         self._copies = tuple(copies)
+        self._on_exit = on_exit
 
     def create_host_config(self, **kwargs: Any) -> Any:
         return self._client.create_host_config(**kwargs, **self._extras)
@@ -67,6 +74,11 @@ class _ProviderClient:
 
     def wait(self, container: Any, *args: Any, **kwargs: Any) -> Any:
         result = self._client.wait(container, *args, **kwargs)
+        if self._on_exit is not None:  # why it exited (OOMKilled...), read before the provider removes it
+            try:
+                self._on_exit(self._client.inspect_container(_container_id(container))["State"])
+            except Exception:  # noqa: BLE001 - removed meanwhile: the exit code alone then tells
+                self._on_exit({"ExitCode": result.get("StatusCode")})
         if self._copies:
             # The result file always (it holds the error of a failed run); outputs only after a success.
             succeeded = result.get("StatusCode") == 0
@@ -128,6 +140,7 @@ def _operator_class() -> type[DockerOperator]:
             self.host_config_extras = dict(host_config_extras or {})
             self.copies = tuple(copies)
             self.tls = tls
+            self.exit_state: Mapping[str, Any] | None = None
 
         @functools.cached_property
         def hook(self) -> DockerHook:
@@ -143,7 +156,10 @@ def _operator_class() -> type[DockerOperator]:
 
         @property
         def cli(self) -> Any:
-            return _ProviderClient(self.hook.api_client, self.host_config_extras, self.copies)
+            return _ProviderClient(self.hook.api_client, self.host_config_extras, self.copies, self._exited)
+
+        def _exited(self, state: Mapping[str, Any]) -> None:
+            self.exit_state = state
 
     return DSSDockerOperator
 
@@ -207,6 +223,42 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
     }
 
 
+KILLED = "the task was killed (on_kill: marked failed or cleared in Airflow, or its worker stopping)"
+
+
+def _size(value: int) -> str:
+    for unit, factor in (("g", 2**30), ("m", 2**20), ("k", 2**10)):
+        if value % factor == 0:
+            return f"{value // factor}{unit}"
+    return f"{value} bytes"
+
+
+def exit_cause(
+    state: Mapping[str, Any] | None, killed: bool, config: DockerExecutionConfig, config_name: str
+) -> str | None:
+    """The true sentence for why a container exited non-zero, when its state tells more than the code
+    (the recipe's own error, in its result, tells the rest)."""
+    if killed:
+        return KILLED
+    state = state or {}
+    if state.get("OOMKilled"):
+        limit = config.resources.memory
+        if limit is None:
+            return "the recipe ran out of memory (no limit on execution config: the host's memory ran out)"
+        return (
+            f"the recipe ran out of memory (limit {_size(limit)} of execution config {config_name!r}): raise "
+            "resources.memory or use a larger config"
+        )
+    code = state.get("ExitCode")
+    if code == 137:
+        return (
+            "the container was killed from outside this task (SIGKILL: docker kill, or the host's OOM killer)"
+        )
+    if code == 143:
+        return "the container was stopped from outside this task (SIGTERM: docker stop, or a daemon shutdown)"
+    return None
+
+
 class DockerBackend(WorkerBackend):
     """Runs one spec in a container on the config's daemon; the container is gone afterwards."""
 
@@ -234,15 +286,21 @@ class DockerBackend(WorkerBackend):
         )
 
     def execute(self, spec: ContainerSpec, context: Context) -> None:
+        import requests
+        import urllib3
         from airflow.providers.docker.exceptions import DockerContainerFailedException
         from docker.errors import APIError
 
+        from dss_airflow.leftovers import OWNER_LABEL, owner_token, sweep_containers
+
         task_id = context["ti"].task_id
-        operator = _operator_class()(
-            task_id=f"{task_id}.container", **docker_operator_kwargs(spec, self.config)
-        )
+        kwargs = docker_operator_kwargs(spec, self.config)
+        kwargs["labels"][OWNER_LABEL] = owner_token()  # what a sweep checks before removing it
+        operator = _operator_class()(task_id=f"{task_id}.container", **kwargs)
         self._operator = operator
-        self.remove_leftovers(operator.cli, spec.labels)
+        # Containers of this DAG's task that a killed try or a dead daemon left (one filtered call).
+        task = [f"{key}={spec.labels[key]}" for key in TASK_LABELS if key in spec.labels]
+        sweep_containers(operator.cli, task, current=spec.labels)
         self.log.info(
             "Running in Docker (%s): image %s, container %s", self.config.docker_host, spec.image, spec.name
         )
@@ -251,32 +309,31 @@ class DockerBackend(WorkerBackend):
         except DockerContainerFailedException as exc:
             logs = [str(line) for line in (exc.logs or [])]
             tail: deque[str] = deque(logs, maxlen=LOG_TAIL)
-            raise ExecutionError(f"container {spec.name} failed: {exc}", logs=list(tail)) from exc
+            state = getattr(operator, "exit_state", None)
+            cause = exit_cause(state, self._killed, self.config, self.resolved.execution_config_name)
+            message = f"container {spec.name} failed: {cause or exc}"
+            raise ExecutionError(message, logs=list(tail), cause=cause) from exc
         except APIError as exc:
             if self._killed:  # on_kill removed the container under the provider's own clean-up
-                raise ExecutionError(f"container {spec.name} was stopped by on_kill") from exc
+                raise ExecutionError(f"container {spec.name} was stopped by on_kill", cause=KILLED) from exc
+            if exc.status_code in (404, 409):  # removed (docker rm -f) while the provider waited on it
+                cause = f"container {spec.name} was removed while it ran (docker rm -f?): {exc.explanation}"
+                raise ExecutionError(cause, cause=cause) from exc
             raise
+        except (
+            requests.exceptions.ConnectionError,
+            urllib3.exceptions.ProtocolError,
+            ConnectionError,
+        ) as exc:
+            cause = (
+                f"lost the Docker daemon at {self.config.docker_host} while running container {spec.name} "
+                f"({type(exc).__name__}: {str(exc)[:200]}); a leftover container is removed by the next "
+                "run of this task or by `dss-airflow gc`"
+            )
+            raise ExecutionError(cause, cause=cause) from exc
         if self._killed:
             # Never report success for a killed task (cf. apache/airflow#73006 for the pod operator).
-            raise ExecutionError(f"container {spec.name} was stopped by on_kill")
-
-    def remove_leftovers(self, client: Any, labels: Mapping[str, str]) -> None:
-        """Remove containers of earlier tries of this task instance (worker killed before cleanup).
-
-        A first try has no earlier one, so it skips the lookup (one Docker API call less per task).
-        """
-        if labels.get(f"{LABEL_PREFIX}.try_number", "1") in ("0", "1"):
-            return
-        selectors = [
-            f"{LABEL_PREFIX}.{key}={labels[f'{LABEL_PREFIX}.{key}']}"
-            for key in TASK_INSTANCE_LABELS
-            if f"{LABEL_PREFIX}.{key}" in labels
-        ]
-        if not selectors:
-            return
-        for container in client.containers(all=True, filters={"label": selectors}):
-            self.log.warning("Removing leftover container %s of an earlier try", container["Names"])
-            client.remove_container(container["Id"], force=True)
+            raise ExecutionError(f"container {spec.name} was stopped by on_kill", cause=KILLED)
 
     def kill(self) -> None:
         super().kill()

@@ -215,8 +215,8 @@ def main(argv: List[str]) -> int:
             _run_python(context)
         else:
             _run_r(context)
-    except Terminated:
-        result.update(status="failed", error="terminated by SIGTERM (the task was killed)")
+    except Terminated:  # on_kill, docker stop, a daemon or node shutdown: the backend knows which
+        result.update(status="failed", error="terminated by SIGTERM")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if code != 0:
@@ -251,6 +251,12 @@ def main(argv: List[str]) -> int:
     if context.get("print_result"):
         compact = json.dumps(result, sort_keys=True, separators=(",", ":"), default=str)
         print(RESULT_LINE_PREFIX + compact, flush=True)
+    return _exit_code(result)
+
+
+def _exit_code(result: Dict[str, Any]) -> int:
+    if result.get("error") == "terminated by SIGTERM":
+        return 128 + signal.SIGTERM  # as a shell reports it: the backend tells a stop from a failure
     return 0 if result["status"] == "success" else 1
 
 

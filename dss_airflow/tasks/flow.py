@@ -109,7 +109,12 @@ def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str,
     resolved = prepared.resolved
     if not run.succeeded:
         result = run.result or {}
-        reason = result.get("error") or (str(run.failure) if run.failure else "the runner wrote no result")
+        cause = run.failure.cause if run.failure else None
+        reason = (
+            cause
+            or result.get("error")
+            or (str(run.failure) if run.failure else "the runner wrote no result")
+        )
         where = f"{resolved.execution_config_name} ({resolved.execution_config.type})"
         if resolved.spark_config_name:
             where = f"spark config {resolved.spark_config_name}"

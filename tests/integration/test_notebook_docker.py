@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.docker]
 
 CONFIG = """
-    defaults: {project: demo, data_dir: data}
+    defaults: {project: demo, data_dir: data, allowed_roots: [PROJECT_ROOT]}
     base_images:
       base: {image: BASE_IMAGE}
     execution_configs:

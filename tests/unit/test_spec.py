@@ -112,7 +112,15 @@ def test_docker_operator_kwargs_add_hard_limits_runtime_and_gpus(catalog, tmp_pa
         TaskRun(**{**run.__dict__, "resolved": resolved}), layout="container", image=ImageRef("img")
     )
     kwargs = docker_operator_kwargs(spec, config)
-    assert kwargs["host_config_extras"] == {"init": True, "nano_cpus": 1_500_000_000, "runtime": "nvidia"}
+    assert kwargs["host_config_extras"] == {
+        "init": True,
+        "nano_cpus": 1_500_000_000,
+        "runtime": "nvidia",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": 1024,
+    }
+    assert kwargs["cap_add"] is None
     assert kwargs["mem_limit"] == 2**30 and kwargs["shm_size"] == 256 * 2**20
     assert kwargs["device_requests"] == [DeviceRequest(driver="", count=2, capabilities=[["gpu"]])]
     assert kwargs["docker_url"] == "tcp://gpu:2376" and kwargs["docker_conn_id"] == "reg"

@@ -1,0 +1,62 @@
+"""``dss-airflow gc``: sweep everything dead tries left, for tasks that never run again.
+
+Each task already sweeps its own DAG/task's leftovers before it starts (:mod:`dss_airflow.leftovers`);
+this sweeps every managed folder's staging, this host's run directories and the containers of every
+Docker execution config's daemon. Run it from cron or the rebuild DAG on each worker host: owners on
+other hosts cannot be checked, so their directories go only once untouched for ``foreign_after_s``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dss_airflow.config.models import DockerExecutionConfig
+from dss_airflow.errors import DSSAirflowError
+from dss_airflow.leftovers import sweep_containers, sweep_directories
+from dss_airflow.spec import LABEL_PREFIX
+from dss_airflow.staging import STAGING_DIR, run_dirs, staging_runs
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from dss_airflow.config.catalog import Catalog
+
+#: Directories of owners on other hosts are removed once untouched this long (a try never lasts a day
+#: without writing its staging; raise it for longer tasks).
+FOREIGN_AFTER_S = 24 * 3600
+
+
+@dataclass
+class Swept:
+    directories: list[Path] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+def sweep_all(catalog: Catalog, *, dry_run: bool = False, foreign_after_s: float = FOREIGN_AFTER_S) -> Swept:
+    """Remove what dead tries left everywhere this host can see; daemons that do not answer are listed."""
+    from dss_airflow.hooks.docker import docker_client
+
+    swept = Swept()
+    roots = []
+    for name, folder in catalog.managed_folders.items():
+        if folder.path is not None:
+            roots.append(catalog.folder_path(name) / STAGING_DIR)
+    swept.directories = sweep_directories(
+        run_dirs() + staging_runs(roots), foreign_after_s=foreign_after_s, dry_run=dry_run
+    )
+    seen: set[str] = set()
+    for name, config in sorted(catalog.execution_configs.items()):
+        if not isinstance(config, DockerExecutionConfig) or config.docker_host in seen:
+            continue
+        seen.add(config.docker_host)
+        try:
+            client = docker_client(config=config, config_name=name)
+        except DSSAirflowError as exc:
+            swept.unreachable.append(str(exc))
+            continue
+        with contextlib.closing(client):
+            swept.containers += sweep_containers(client, [f"{LABEL_PREFIX}.dag_id"], dry_run=dry_run)
+    return swept
