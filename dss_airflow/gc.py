@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.leftovers import sweep_containers, sweep_directories
+from dss_airflow.publish import STAGING_DIR, staging_root
 from dss_airflow.spec import LABEL_PREFIX
-from dss_airflow.staging import STAGING_DIR, run_dirs, staging_runs
+from dss_airflow.staging import run_dirs, staging_runs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,7 +44,8 @@ def sweep_all(catalog: Catalog, *, dry_run: bool = False, foreign_after_s: float
     roots = []
     for name, folder in catalog.managed_folders.items():
         if folder.path is not None:
-            roots.append(catalog.folder_path(name) / STAGING_DIR)
+            path = catalog.folder_path(name)
+            roots += [staging_root(path), path / STAGING_DIR]  # and where earlier releases staged
     swept.directories = sweep_directories(
         run_dirs() + staging_runs(roots), foreign_after_s=foreign_after_s, dry_run=dry_run
     )

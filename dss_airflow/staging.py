@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ConfigError
+from dss_airflow.publish import STAGING_DIR, publish, staging_root
 from dss_airflow.spec import ContainerSpec, InputRef, OutputRef
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-STAGING_DIR = ".dss-staging"
 _IO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 FolderRefs = Mapping[str, str] | Iterable[str] | None
@@ -94,9 +94,16 @@ def plan_inputs(
 
 
 def plan_outputs(
-    catalog: Catalog, refs: FolderRefs, run_key: str, root: Callable[[str], Path] | None = None
+    catalog: Catalog,
+    refs: FolderRefs,
+    run_key: str,
+    root: Callable[[str], Path] | None = None,
+    *,
+    published: bool = True,
 ) -> tuple[OutputRef, ...]:
-    """Outputs staged under ``root(folder)/.dss-staging/<run_key>/<name>`` (default: the worker's folder)."""
+    """Outputs staged beside their folder, ``<parent>/.dss-staging/<folder>/<run_key>/<name>`` (``root``:
+    where the task sees folders; default the worker's), so publishing a folder never moves a staging.
+    Pods promote file by file inside their volume (``published=False``): staged in the folder itself."""
     planned = []
     for name, ref in named_refs(refs, "outputs").items():
         folder, sub_path = split_ref(ref, f"outputs.{name}")
@@ -107,7 +114,9 @@ def plan_outputs(
                 name=name,
                 folder=folder,
                 sub_path=sub_path,
-                host_staging=host_folder / STAGING_DIR / run_key / name,
+                host_staging=(staging_root(host_folder) if published else host_folder / STAGING_DIR)
+                / run_key
+                / name,
                 host_destination=host_folder / sub_path,
             )
         )
@@ -201,6 +210,7 @@ def _prepare_run(
             shutil.rmtree(ref.host_staging)
         ref.host_staging.mkdir(parents=True)
         mark_owner(ref.host_staging.parent)
+        output_folder(ref).mkdir(parents=True, exist_ok=True)  # it may be mounted as an input too
         writable.append(ref.host_staging)
     if owner is not None:
         for path in writable:
@@ -208,20 +218,19 @@ def _prepare_run(
 
 
 def promote_outputs(outputs: Iterable[OutputRef]) -> dict[str, list[str]]:
-    """Move every staged file into its managed folder (atomic per file); returns the promoted paths."""
+    """Publish every output as one switch (:mod:`dss_airflow.publish`); returns the promoted paths."""
     promoted: dict[str, list[str]] = {}
     for ref in outputs:
-        files: list[str] = []
-        for source in sorted(p for p in ref.host_staging.rglob("*") if p.is_file() or p.is_symlink()):
-            if source.is_symlink():
-                log.warning("Output %s: symbolic link %s not promoted", ref.name, source)
-                continue
-            destination = ref.host_destination / source.relative_to(ref.host_staging)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, destination)
-            files.append(str(destination))
-        promoted[ref.name] = files
+        promoted[ref.name] = publish(
+            ref.host_staging, ref.host_destination, output_folder(ref), label=ref.name
+        )
     return promoted
+
+
+def output_folder(ref: OutputRef) -> Path:
+    """The managed folder an output lands in (its destination without the sub path)."""
+    parts = ref.host_destination.parts
+    return Path(*parts[: len(parts) - len(ref.sub_path.parts)])
 
 
 def discard_staging(outputs: Iterable[OutputRef]) -> None:
@@ -229,8 +238,6 @@ def discard_staging(outputs: Iterable[OutputRef]) -> None:
     for ref in outputs:
         run_staging = ref.host_staging.parent
         shutil.rmtree(run_staging, ignore_errors=True)
-        with contextlib.suppress(OSError):  # .dss-staging itself, once no other run uses it
-            run_staging.parent.rmdir()
 
 
 def read_result(result_file: Path) -> dict[str, Any] | None:

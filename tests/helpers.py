@@ -96,3 +96,19 @@ def execute_in_background(operator: Any, context: Any) -> tuple[threading.Thread
     thread = threading.Thread(target=run, name=f"execute-{operator.task_id}")
     thread.start()
     return thread, errors
+
+
+def leftover_staging(root: Path) -> list[Path]:
+    """What runs left in any ``.dss-staging`` under ``root`` (beside folders, or inside them for pods):
+    everything but the per-folder writer locks."""
+    from dss_airflow.publish import STAGING_DIR
+
+    def lock_only(path: Path) -> bool:
+        return path.is_dir() and {child.name for child in path.iterdir()} <= {".lock"}
+
+    return [
+        path
+        for staging in root.rglob(STAGING_DIR)
+        for path in staging.rglob("*")
+        if path.name != ".lock" and not lock_only(path)
+    ]

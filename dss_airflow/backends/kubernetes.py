@@ -96,7 +96,9 @@ def plan_pod_io(
     """Inputs and outputs with *in-pod* paths (the ``host_*`` fields hold what the pod sees)."""
     return (
         plan_inputs(catalog, inputs, root=lambda folder: Path(INPUTS_DIR, folder)),
-        plan_outputs(catalog, outputs, run_key, root=lambda folder: Path(POD_OUTPUTS_ROOT, folder)),
+        plan_outputs(
+            catalog, outputs, run_key, root=lambda folder: Path(POD_OUTPUTS_ROOT, folder), published=False
+        ),
     )
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.helpers import leftover_staging
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -31,7 +33,7 @@ def assert_outputs(data_dir: Path, orders: int) -> None:
     summary = json.loads((data_dir / "curated" / "summary.json").read_text())
     assert summary["orders"] == orders and summary["revenue"] > 0
     assert (data_dir / "curated" / "daily_revenue.csv").is_file()
-    assert not list(data_dir.rglob(".dss-staging")), "no staging directory left behind"
+    assert leftover_staging(data_dir) == [], "no staging directory left behind"
 
 
 def test_example_dag_on_the_local_default(airflow_env, tmp_path):

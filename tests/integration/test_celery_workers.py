@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 pytestmark = [pytest.mark.docker, pytest.mark.airflow, pytest.mark.multihost]
 
 REPO = Path(__file__).resolve().parents[2]
-API_PORT, REDIS_PORT, PG_PORT = 18080, 18379, 18433
+API_PORT, REDIS_PORT, PG_PORT = 18080, 18379, 18434  # 18432-18433: the ledger tests
 ENV = "celery-env"
 
 HOSTS_YAML = """

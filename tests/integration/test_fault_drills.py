@@ -21,9 +21,9 @@ import pytest
 from dss_airflow.config.loader import load_catalog
 from dss_airflow.images.service import ImageService
 from dss_airflow.leftovers import OWNER_LABEL
-from dss_airflow.staging import STAGING_DIR, run_dirs
+from dss_airflow.staging import run_dirs
 from tests.airflow_cluster import AirflowCluster
-from tests.helpers import make_project, write_config
+from tests.helpers import leftover_staging, make_project, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -118,8 +118,8 @@ def _ours(client: Any, task: str | None = None) -> list[dict[str, Any]]:
 
 
 def _leftover_dirs(root: Path) -> list[Path]:
-    staging = [p for task in DRILLS for p in (root / "data" / f"out_{task}" / STAGING_DIR).glob("*")]
-    return staging + [p for p in run_dirs() if p.name.startswith("dss-run-drill_")]
+    drill_runs = [p for p in run_dirs() if p.name.startswith("dss-run-drill_")]
+    return leftover_staging(root / "data") + drill_runs
 
 
 def test_faults_give_true_messages_and_leave_nothing_once_the_next_run_starts(

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import leftover_staging
+
 pytestmark = pytest.mark.airflow
 MODEL = "breast-cancer"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -94,7 +96,7 @@ def test_retraining_dag_promotes_a_good_model_and_keeps_it_on_a_bad_batch(airflo
     assert active(tmp_path)["version"] == v1, "the worse challenger is not promoted"
     assert "not promoted" in second
     assert {row["model_version"] for row in predictions(tmp_path)} == {v1}, "scoring used the champion"
-    assert not list(tmp_path.rglob(".dss-staging")), "no staging directory left behind"
+    assert leftover_staging(tmp_path) == [], "no staging directory left behind"
 
 
 @pytest.mark.docker

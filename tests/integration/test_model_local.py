@@ -12,7 +12,7 @@ import yaml
 
 from dss_airflow.errors import ExecutionError
 from dss_airflow.operators.model import DSSScoreModelOperator, DSSTrainModelOperator
-from tests.helpers import EXAMPLE_CONFIG, fake_context, write_config
+from tests.helpers import EXAMPLE_CONFIG, fake_context, leftover_staging, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,7 +82,7 @@ def test_failed_training_leaves_the_active_version_untouched(lab, data, expected
         train(lab, data, task_id="train_again")
     assert "left untouched" in str(failure.value)
     assert saved_state(lab) == before, "no new version, the same active pointer"
-    assert not list(lab.rglob(".dss-staging")), "staged files of the failed run are gone"
+    assert leftover_staging(lab.parent) == [], "staged files of the failed run are gone"
 
     scored = DSSScoreModelOperator(
         task_id="score", model="cancer", data="data/good.csv", predictions="scored", config_dir=str(lab)

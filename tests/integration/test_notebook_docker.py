@@ -23,7 +23,7 @@ from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import ExecutionError
 from dss_airflow.notebook_server import SERVER_LABEL, free_port, serve, servers_dir
 from dss_airflow.operators.notebook import DSSNotebookOperator
-from tests.helpers import EXAMPLE_CONFIG, fake_context, write_config
+from tests.helpers import EXAMPLE_CONFIG, fake_context, leftover_staging, write_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -164,7 +164,7 @@ def test_parameterised_notebook_runs_in_the_container_into_the_managed_folder(
     assert "answer: 42\n" in outputs_of(executed), "the output cell shows the computed value"
     assert "answer: 42" in html.read_text()
     assert (reports / "weekly" / "value.txt").read_text() == "42"
-    assert not (reports / ".dss-staging").exists()
+    assert leftover_staging(reports.parent) == []
     json.dumps(outcome)  # XCom-safe
     assert containers_of(docker_client, dag_id) == []
 

@@ -12,7 +12,14 @@ import pytest
 
 from dss_airflow.errors import ExecutionError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-from tests.helpers import BASE_CONFIG, execute_in_background, fake_context, make_project, write_config
+from tests.helpers import (
+    BASE_CONFIG,
+    execute_in_background,
+    fake_context,
+    leftover_staging,
+    make_project,
+    write_config,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -98,7 +105,7 @@ def test_recipe_runs_non_root_with_hard_limits_and_atomic_outputs(config_dir, do
     assert inside["pids_max"] == "1024"
     assert result["outputs"] == {"out": [str(config_dir / "data" / "out" / "inspect.txt")]}
     assert (config_dir / "data" / "out" / "inspect.txt").read_text() == "ok"
-    assert not (config_dir / "data" / "out" / ".dss-staging").exists()
+    assert leftover_staging(config_dir / "data") == []
     assert result["execution_config"] == "docker-small" and result["image"].startswith("dss-airflow-base")
     json.dumps(result)  # XCom-safe
     assert containers_of(docker_client, dag_id) == []

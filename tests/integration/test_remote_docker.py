@@ -16,7 +16,7 @@ from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import DaemonUnreachableError, ExecutionError
 from dss_airflow.images.service import ImageService
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-from tests.helpers import execute_in_background, fake_context, make_project, write_config
+from tests.helpers import execute_in_background, fake_context, leftover_staging, make_project, write_config
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -168,7 +168,7 @@ def test_images_built_here_run_on_remote_hosts_with_files_copied(
         assert staged == "old", "nothing promoted while the task runs"
         assert (config_dir / "data" / "out" / "report.txt").read_text() == f"seed via {config}"
         assert (config_dir / "data" / "out" / "deep" / "n.txt").read_text() == "1"
-        assert not (config_dir / "data" / "out" / ".dss-staging").exists()
+        assert leftover_staging(config_dir / "data") == []
         with host.client() as client:
             assert not client.containers(all=True, filters={"label": f"dss_airflow.dag_id={dag_id}"})
     with a.client() as client:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_config
+from tests.helpers import leftover_staging, write_config
 
 pytestmark = pytest.mark.airflow
 
@@ -125,5 +125,5 @@ def test_local_pyspark_job_through_airflow(spark_env, tmp_path):
     print(f"first run (venv build + failed job): {failed_s:.0f}s; second run (venv cached): {run_s:.0f}s")
     counts = json.loads((counts_dir / "run" / "wordcount.json").read_text())
     assert counts == {"brown": 1, "dog": 1, "fox": 2, "lazy": 1, "quick": 1, "the": 3}
-    assert not list(counts_dir.rglob(".dss-staging")), "no staging directory left behind"
+    assert leftover_staging(counts_dir.parent) == [], "no staging directory left behind"
     assert "wrote" not in output or "to its working directory" not in output, "Spark kept out of the cwd"

@@ -52,7 +52,7 @@ def test_container_spec_for_docker(catalog, tmp_path):
         "/dss/project": (str(tmp_path / "project"), True),
         "/dss/run": (str(tmp_path / "run"), False),
         "/dss/in/raw": (str(tmp_path / "data" / "raw"), True),
-        "/dss/out/out": (str(tmp_path / "data" / "out" / ".dss-staging" / "t-1-abcd" / "out"), False),
+        "/dss/out/out": (str(tmp_path / "data" / ".dss-staging" / "out" / "t-1-abcd" / "out"), False),
     }, "inputs are read-only, one mount per folder; outputs are staged"
     assert spec.resources.memory_bytes == 256 * 2**20
     assert spec.resources.nano_cpus == 500_000_000
@@ -79,7 +79,7 @@ def test_context_paths_follow_the_layout(catalog, tmp_path):
     assert inside["params"] == {"limit": 3}
     host = build_context(run, "host")
     assert host["inputs"]["orders"] == str(tmp_path / "data" / "raw" / "2026" / "orders.csv")
-    assert host["outputs"]["out"] == str(tmp_path / "data" / "out" / ".dss-staging" / "t-1-abcd" / "out")
+    assert host["outputs"]["out"] == str(tmp_path / "data" / ".dss-staging" / "out" / "t-1-abcd" / "out")
     assert host["result_file"] == str(tmp_path / "run" / "result.json")
 
 

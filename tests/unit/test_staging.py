@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dss_airflow.config.loader import load_catalog
@@ -13,7 +15,7 @@ from dss_airflow.staging import (
     promote_outputs,
     validate_folder_refs,
 )
-from tests.helpers import BASE_CONFIG, write_config
+from tests.helpers import BASE_CONFIG, leftover_staging, write_config
 
 
 @pytest.fixture
@@ -37,7 +39,7 @@ def test_promote_moves_files_and_keeps_existing_ones(catalog, tmp_path):
     assert promoted == {"o": [str(root / "reports" / "same.txt"), str(root / "reports" / "sub" / "x.csv")]}
     assert (root / "reports" / "same.txt").read_text() == "new"
     assert (root / "reports" / "old.txt").read_text() == "old"
-    assert not (root / ".dss-staging").exists()
+    assert leftover_staging(tmp_path / "data") == []
 
 
 def test_discard_after_failure_leaves_no_partial_file(catalog, tmp_path):
@@ -64,3 +66,89 @@ def test_bad_folder_refs(catalog, refs, expected):
         validate_folder_refs(catalog, refs, None)
     with pytest.raises(ConfigError, match=expected):
         plan_inputs(catalog, refs)
+
+
+def _stage(ref, files: dict[str, str]) -> None:
+    ref.host_staging.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (ref.host_staging / name).write_text(text)
+
+
+def test_a_reader_sees_the_whole_old_or_the_whole_new_output(catalog, tmp_path):
+    """Each generation rewrites f0..f19 and adds its own 20 files; a reader that opens the folder once per
+    snapshot (as a container mount or a cwd does) never sees two generations' contents, nor part of a
+    generation's new files."""
+    import threading
+
+    folder = tmp_path / "data" / "out"
+    generations, size = 60, 20
+    problems: list[str] = []
+    snapshots = 0
+    done = threading.Event()
+
+    def read() -> None:
+        nonlocal snapshots
+        while not done.is_set():
+            try:
+                fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            except FileNotFoundError:
+                if snapshots or problems:  # before the first publication there is nothing to read
+                    problems.append("the output directory was missing")
+                continue
+            try:
+                names = os.listdir(fd)
+                contents = set()
+                for name in (n for n in names if n.startswith("f")):
+                    with open(
+                        name, opener=lambda path, flags, fd=fd: os.open(path, flags, dir_fd=fd)
+                    ) as handle:
+                        contents.add(handle.read())
+            finally:
+                os.close(fd)
+            added: dict[str, int] = {}
+            for name in names:
+                if name.startswith("added-"):
+                    added[name.split("-")[1]] = added.get(name.split("-")[1], 0) + 1
+            if len(contents) > 1 or any(count != size for count in added.values()):
+                problems.append(f"mixed: contents {sorted(contents)}, added {added}")
+            snapshots += 1
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for generation in range(generations):
+            (ref,) = plan_outputs(catalog, ["out"], run_key=f"gen{generation}")
+            files = {f"f{i}": str(generation) for i in range(size)}
+            files |= {f"added-{generation}-{i}": "x" for i in range(size)}
+            _stage(ref, files)
+            promote_outputs([ref])
+            discard_staging([ref])
+    finally:
+        done.set()
+        reader.join()
+    assert snapshots > generations, "the reader looked often enough to catch a mix"
+    assert problems == [], problems[:3]
+    assert {p.read_text() for p in folder.glob("f*")} == {str(generations - 1)}
+    assert len(list(folder.glob("added-*"))) == generations * size, "earlier files are kept"
+
+
+def test_two_writers_of_one_folder_take_turns(catalog, tmp_path):
+    """Without the folder lock both would build from the same version and the second switch would drop
+    the first writer's files."""
+    import threading
+
+    refs = [plan_outputs(catalog, {"o": "out/shared"}, run_key=f"w{w}")[0] for w in range(2)]
+    rounds = 25
+
+    def write(writer: int) -> None:
+        for number in range(rounds):
+            _stage(refs[writer], {f"w{writer}-{number}-{i}": "x" for i in range(5)})
+            promote_outputs([refs[writer]])
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    names = {p.name for p in (tmp_path / "data" / "out" / "shared").iterdir()}
+    assert len(names) == 2 * rounds * 5, "no writer lost another's files"
