@@ -32,7 +32,7 @@ def write_config(directory: Path, folders: int) -> int:
     (directory / "base.yaml").write_text(
         (REPO / "examples" / "config" / "dss.yaml")
         .read_text(encoding="utf-8")
-        .replace("root: ../demo_project", f"root: {REPO / 'examples' / 'demo_project'}"),
+        .replace("../demo_project", str(REPO / "examples" / "demo_project")),  # root and allowed_roots
         encoding="utf-8",
     )
     per_file = folders // 4

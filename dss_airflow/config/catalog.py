@@ -118,7 +118,22 @@ class Catalog:
                 field=f"managed_folders.{name}.path",
                 fix="add a 'path' (a host directory) next to its 'pvc'",
             )
-        return resolve_path(self.data_dir, folder.path)
+        path = resolve_path(self.data_dir, folder.path)
+        roots = [
+            self.data_dir,
+            *(resolve_path(self.config_dir, root) for root in self.defaults.allowed_roots),
+        ]
+        if escapes(path, roots):
+            file, line = self.where("managed_folders", name)
+            raise ConfigError(
+                "path leads outside data_dir through a symbolic link",
+                file=file,
+                line=line,
+                field=f"managed_folders.{name}.path",
+                value=str(path.resolve()),
+                fix=f"keep it inside {self.data_dir}, or list it (or a parent) in defaults.allowed_roots",
+            )
+        return path
 
     def project_root(self, name: str) -> Path:
         project: Project = self.lookup("projects", name)
@@ -135,9 +150,16 @@ class Catalog:
 
 
 def escapes(path: Path, roots: Iterable[Path]) -> bool:
-    """True when ``path`` (symlinks followed) lies inside none of ``roots``."""
+    """True when ``path``, symbolic links followed, lies inside none of ``roots`` (checked when a task
+    is about to use it; the config check is lexical)."""
     real = path.resolve()
     return not any(real.is_relative_to(root.resolve()) for root in roots)
+
+
+def lexical_path(base: Path, value: str) -> Path:
+    """``value`` against ``base``, ``..`` folded without touching the disk (what a config check needs)."""
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    return Path(os.path.normpath(path if path.is_absolute() else base / path))
 
 
 def resolve_path(base: Path, value: str) -> Path:

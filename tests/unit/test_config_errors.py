@@ -370,8 +370,11 @@ def test_allowed_roots_admit_a_path_outside_and_a_symlink_cannot_sneak_out(tmp_p
     outside.mkdir()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "link").symlink_to(outside)
-    error = load_with(tmp_path, "managed_folders:\n  linked: {path: link}\n")
-    assert any("managed_folders.linked.path: path leads outside data_dir" in str(e) for e in error.errors)
+    write_config(
+        tmp_path, {"base.yaml": BASE_CONFIG, "extra.yaml": "managed_folders:\n  linked: {path: link}\n"}
+    )
+    with pytest.raises(ConfigError, match="managed_folders.linked.path: path leads outside data_dir through"):
+        load_catalog(tmp_path).folder_path("linked")  # checked when a task uses the folder
     write_config(
         tmp_path,
         {
@@ -383,6 +386,7 @@ def test_allowed_roots_admit_a_path_outside_and_a_symlink_cannot_sneak_out(tmp_p
     )
     catalog = load_catalog(tmp_path)
     assert catalog.folder_path("direct") == outside / "x"
+    assert catalog.folder_path("linked") == outside, "resolve_path follows the link"
 
 
 def test_an_unmanaged_env_built_for_a_config_is_refused(tmp_path):
