@@ -99,10 +99,11 @@ def test_a_reader_sees_the_whole_old_or_the_whole_new_output(catalog, tmp_path):
                 names = os.listdir(fd)
                 contents = set()
                 for name in (n for n in names if n.startswith("f")):
-                    with open(
-                        name, opener=lambda path, flags, fd=fd: os.open(path, flags, dir_fd=fd)
-                    ) as handle:
-                        contents.add(handle.read())
+                    handle = os.open(name, os.O_RDONLY, dir_fd=fd)
+                    try:
+                        contents.add(os.read(handle, 64).decode())
+                    finally:
+                        os.close(handle)
             finally:
                 os.close(fd)
             added: dict[str, int] = {}
