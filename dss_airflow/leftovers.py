@@ -112,7 +112,7 @@ def sweep_directories(
         removed.append(directory)
         if not dry_run:
             shutil.rmtree(directory, ignore_errors=True)
-            with contextlib.suppress(OSError):  # .dss-staging itself, once empty
+            with contextlib.suppress(OSError):  # an in-folder ``.dss-staging`` (pods, earlier releases)
                 directory.parent.rmdir()
     for directory in removed:
         log.warning("Removed %s, left by a try that is gone", directory)

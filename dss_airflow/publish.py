@@ -114,7 +114,11 @@ def publish(staging: Path, destination: Path, folder: Path, *, label: str) -> li
         new = destination.parent / f"{_NEW}{destination.name}-{secrets.token_hex(4)}"
         try:
             if destination.is_dir():
-                shutil.copytree(destination, new, symlinks=True, copy_function=_link_or_copy)
+                # Nested outputs' replaced or half-built versions stay out of the new one.
+                transient = shutil.ignore_patterns(f"{_NEW}*", f"{_OLD}*")
+                shutil.copytree(
+                    destination, new, symlinks=True, copy_function=_link_or_copy, ignore=transient
+                )
             else:
                 new.mkdir()
             for source in files:

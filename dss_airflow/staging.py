@@ -150,7 +150,8 @@ def run_dirs() -> list[Path]:
 
 
 def staging_runs(staging_roots: Iterable[Path]) -> list[Path]:
-    """The per-try staging directories (``<folder>/.dss-staging/<run key>``) in ``.dss-staging`` dirs."""
+    """The per-try staging directories (``<run key>``) in staging roots (:func:`~dss_airflow.publish.
+    staging_root`, or a pod layout's ``<folder>/.dss-staging``)."""
     found: list[Path] = []
     for root in staging_roots:
         with contextlib.suppress(OSError):

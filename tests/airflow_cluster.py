@@ -81,6 +81,7 @@ class AirflowCluster:
     sql_alchemy_conn: str
     api_port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _engine: tuple[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def create(
@@ -196,12 +197,11 @@ class AirflowCluster:
         """Read the metadata database the scheduler writes (the source of truth for run states)."""
         import sqlalchemy
 
-        engine = sqlalchemy.create_engine(self.sql_alchemy_conn)
-        try:
-            with engine.connect() as connection:
-                return [tuple(row) for row in connection.execute(sqlalchemy.text(sql), params)]
-        finally:
-            engine.dispose()
+        if self._engine is None or self._engine[0] != self.sql_alchemy_conn:  # one engine per URL
+            engine = sqlalchemy.create_engine(self.sql_alchemy_conn, poolclass=sqlalchemy.pool.NullPool)
+            self._engine = (self.sql_alchemy_conn, engine)
+        with self._engine[1].connect() as connection:
+            return [tuple(row) for row in connection.execute(sqlalchemy.text(sql), params)]
 
     def wait_parsed(self, dag_ids: Sequence[str], *, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout

@@ -74,7 +74,8 @@ class _ProviderClient:
 
     def wait(self, container: Any, *args: Any, **kwargs: Any) -> Any:
         result = self._client.wait(container, *args, **kwargs)
-        if self._on_exit is not None:  # why it exited (OOMKilled...), read before the provider removes it
+        if self._on_exit is not None and result.get("StatusCode") != 0:
+            # Why it failed (OOMKilled...), read before the provider removes it; a success needs no call.
             try:
                 self._on_exit(self._client.inspect_container(_container_id(container))["State"])
             except Exception:  # noqa: BLE001 - removed meanwhile: the exit code alone then tells

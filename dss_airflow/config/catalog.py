@@ -106,6 +106,11 @@ class Catalog:
         override = os.environ.get("DSS_AIRFLOW_DATA_DIR")
         return resolve_path(self.config_dir, override or self.defaults.data_dir)
 
+    @property
+    def allowed_roots(self) -> list[Path]:
+        """``defaults.allowed_roots``, resolved against the config directory."""
+        return [resolve_path(self.config_dir, root) for root in self.defaults.allowed_roots]
+
     def folder_path(self, name: str) -> Path:
         """Host directory of a managed folder (local and docker backends)."""
         folder: ManagedFolder = self.lookup("managed_folders", name)
@@ -118,12 +123,9 @@ class Catalog:
                 field=f"managed_folders.{name}.path",
                 fix="add a 'path' (a host directory) next to its 'pvc'",
             )
-        path = resolve_path(self.data_dir, folder.path)
-        roots = [
-            self.data_dir,
-            *(resolve_path(self.config_dir, root) for root in self.defaults.allowed_roots),
-        ]
-        if escapes(path, roots):
+        data_dir = self.data_dir
+        path = resolve_path(data_dir, folder.path)
+        if escapes(path, [data_dir, *self.allowed_roots]):
             file, line = self.where("managed_folders", name)
             raise ConfigError(
                 "path leads outside data_dir through a symbolic link",
@@ -131,7 +133,7 @@ class Catalog:
                 line=line,
                 field=f"managed_folders.{name}.path",
                 value=str(path.resolve()),
-                fix=f"keep it inside {self.data_dir}, or list it (or a parent) in defaults.allowed_roots",
+                fix=f"keep it inside {data_dir}, or list it (or a parent) in defaults.allowed_roots",
             )
         return path
 
@@ -156,14 +158,18 @@ def escapes(path: Path, roots: Iterable[Path]) -> bool:
     return not any(real.is_relative_to(root.resolve()) for root in roots)
 
 
-def lexical_path(base: Path, value: str) -> Path:
-    """``value`` against ``base``, ``..`` folded without touching the disk (what a config check needs)."""
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
-    return Path(os.path.normpath(path if path.is_absolute() else base / path))
+def _expanded(value: str) -> str:
+    return os.path.expandvars(os.path.expanduser(value))
+
+
+def lexical_path(base: Path, value: str) -> str:
+    """``value`` against ``base`` (an absolute value stands alone), ``..`` folded, as a string: no disk
+    access and no Path objects, so a config check of 50k folders takes milliseconds."""
+    return os.path.normpath(os.path.join(base, _expanded(value)))
 
 
 def resolve_path(base: Path, value: str) -> Path:
-    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    path = Path(_expanded(value))
     return path if path.is_absolute() else (base / path).resolve()
 
 

@@ -482,7 +482,7 @@ def _check_paths_stay_inside(catalog: Catalog, out: _Collector) -> None:
     strings, without touching the disk (50k folders in milliseconds); symbolic links are followed when a
     task uses a folder (``Catalog.folder_path``)."""
     data_dir, config_dir = catalog.data_dir, catalog.config_dir
-    extra = [str(resolve_path(config_dir, root)) for root in catalog.defaults.allowed_roots]
+    extra = [str(root) for root in catalog.allowed_roots]
     folder_roots, file_roots = [str(data_dir), *extra], [str(config_dir), *extra]
     candidates: list[tuple[tuple[str, ...], str, list[str]]] = [
         (("managed_folders", name, "path"), folder.path, folder_roots)
@@ -503,11 +503,7 @@ def _check_paths_stay_inside(catalog: Catalog, out: _Collector) -> None:
     ]  # fmt: skip
     for at, value, roots in candidates:
         base = data_dir if roots is folder_roots else config_dir
-        path = (
-            str(lexical_path(base, value))
-            if "$" in value or "~" in value
-            else os.path.normpath(os.path.join(base, value))
-        )
+        path = lexical_path(base, value)
         if not any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots):
             file, line = catalog.where(*at)
             out.add(
