@@ -112,3 +112,24 @@ def leftover_staging(root: Path) -> list[Path]:
         for path in staging.rglob("*")
         if path.name != ".lock" and not lock_only(path)
     ]
+
+
+def recipe_run(catalog: Any, config: str, tmp_path: Path, unique: str = "0") -> Any:
+    """A planned recipe run of the demo project (BASE_CONFIG) on ``config``: inputs, one output, params."""
+    from pathlib import PurePosixPath
+
+    from dss_airflow.config.resolve import resolve_execution
+    from dss_airflow.spec import Entrypoint, TaskRun
+    from dss_airflow.staging import plan_inputs, plan_outputs
+
+    resolved = resolve_execution(catalog, project="demo", execution_config=config, code_env="plain")
+    return TaskRun(
+        resolved=resolved,
+        entrypoint=Entrypoint(PurePosixPath("recipes/r.py")),
+        inputs=plan_inputs(catalog, {"orders": "raw/2026/orders.csv", "lookup": "raw/lookup.csv"}),
+        outputs=plan_outputs(catalog, ["out"], run_key="t-1-abcd"),
+        params={"limit": 3},
+        run_dir=tmp_path / "run",
+        task_labels={"dss_airflow.dag_id": "d", "dss_airflow.task_id": "t", "dss_airflow.run_id": "r"},
+        unique=unique,
+    )

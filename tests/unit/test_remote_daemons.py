@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import pytest
 import requests
@@ -18,9 +18,11 @@ from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ImageNotBuiltError, InvalidConfigError
 from dss_airflow.hooks.docker import daemon_unreachable
 from dss_airflow.images.lookup import image_for
-from dss_airflow.spec import Entrypoint, ImageRef, MountSpec, TaskRun, build_spec
-from dss_airflow.staging import plan_inputs, plan_outputs
-from tests.helpers import BASE_CONFIG, make_project, write_config
+from dss_airflow.spec import ImageRef, MountSpec, build_spec
+from tests.helpers import BASE_CONFIG, make_project, recipe_run, write_config
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 REMOTE = """
     execution_configs:
@@ -77,21 +79,8 @@ def test_tls_on_a_unix_socket_is_refused(tmp_path):
     assert "x.yaml:5: execution_configs.sock.tls_cert_dir: TLS only applies to tcp:// hosts" in problem
 
 
-def _run(catalog, tmp_path: Path, config: str = "remote") -> TaskRun:
-    resolved = resolve_execution(catalog, project="demo", execution_config=config, code_env="plain")
-    return TaskRun(
-        resolved=resolved,
-        entrypoint=Entrypoint(PurePosixPath("recipes/r.py")),
-        inputs=plan_inputs(catalog, {"orders": "raw/2026/orders.csv", "lookup": "raw/lookup.csv"}),
-        outputs=plan_outputs(catalog, ["out"], run_key="t-1-abcd"),
-        params={},
-        run_dir=tmp_path / "run",
-        task_labels={"dss_airflow.dag_id": "d", "dss_airflow.task_id": "t"},
-    )
-
-
 def test_copy_layout_mounts_nothing_and_copies_what_mounts_would_show(catalog, tmp_path):
-    run = _run(catalog, tmp_path)
+    run = recipe_run(catalog, "remote", tmp_path)
     mounted = build_spec(run, layout="container", image=ImageRef("img"))
     copied = build_spec(run, layout="copy", image=ImageRef("img"))
     assert copied.mounts == () and mounted.copies == ()

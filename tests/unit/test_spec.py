@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
-
 import pytest
 from docker.types import DeviceRequest
 
@@ -14,9 +12,8 @@ from dss_airflow.config.resolve import resolve_execution
 from dss_airflow.errors import ConfigError, ImageNotBuiltError
 from dss_airflow.hooks.docker import tls_paths
 from dss_airflow.images.lookup import image_for
-from dss_airflow.spec import HOST_RUNTIME_DIR, Entrypoint, ImageRef, TaskRun, build_context, build_spec
-from dss_airflow.staging import plan_inputs, plan_outputs
-from tests.helpers import BASE_CONFIG, make_project, write_config
+from dss_airflow.spec import HOST_RUNTIME_DIR, ImageRef, TaskRun, build_context, build_spec
+from tests.helpers import BASE_CONFIG, make_project, recipe_run, write_config
 
 
 @pytest.fixture
@@ -24,20 +21,6 @@ def catalog(tmp_path):
     write_config(tmp_path, {"c.yaml": BASE_CONFIG})
     make_project(tmp_path, {"recipes/r.py": "pass\n"})
     return load_catalog(tmp_path)
-
-
-def recipe_run(catalog, config: str, tmp_path: Path, unique: str = "0") -> TaskRun:
-    resolved = resolve_execution(catalog, project="demo", execution_config=config, code_env="plain")
-    return TaskRun(
-        resolved=resolved,
-        entrypoint=Entrypoint(PurePosixPath("recipes/r.py")),
-        inputs=plan_inputs(catalog, {"orders": "raw/2026/orders.csv", "lookup": "raw/lookup.csv"}),
-        outputs=plan_outputs(catalog, ["out"], run_key="t-1-abcd"),
-        params={"limit": 3},
-        run_dir=tmp_path / "run",
-        task_labels={"dss_airflow.dag_id": "d", "dss_airflow.task_id": "t", "dss_airflow.run_id": "r"},
-        unique=unique,
-    )
 
 
 def test_container_spec_for_docker(catalog, tmp_path):
