@@ -6,11 +6,10 @@ task kinds, images, the CLI). Frozen, so one catalog can be shared by every task
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dss_airflow.config.ml import ModelDefinition
 from dss_airflow.config.models import (
@@ -30,7 +29,7 @@ from dss_airflow.config.spark import SPARK_CONFIG_TYPES, SparkConfig
 from dss_airflow.errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Hashable, Iterable, Mapping
 
     from pydantic import BaseModel
 
@@ -64,6 +63,9 @@ TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
 BUILTIN_LOCAL = LocalExecutionConfig(type="local", description="Built-in: a virtualenv on the worker")
 
 Location = tuple[str, int | None]
+#: Overrides ``defaults.data_dir`` (a worker whose data lives elsewhere).
+DATA_DIR_ENV = "DSS_AIRFLOW_DATA_DIR"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,13 @@ class Catalog:
     clusters: Mapping[str, Cluster] = field(default_factory=dict)
     models: Mapping[str, ModelDefinition] = field(default_factory=dict)
     locations: Mapping[tuple[str, ...], Location] = field(default_factory=dict, repr=False)
-    fingerprint: str = ""
+    #: What the catalog was read from (YAML and requirements files, the directories searched) and their
+    #: :func:`fingerprint` at load: the cache compares them to decide whether to load again.
+    sources: tuple[Path, ...] = ()
+    fingerprint: tuple[tuple[int, int], ...] = ()
     #: Not errors, but likely mistakes (an empty file): printed by `config validate`, logged at load.
     warnings: tuple[str, ...] = ()
+    _checks: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def where(self, *path: str) -> Location:
         """(file, line) where a config item (or its nearest defined parent) was written."""
@@ -94,6 +100,17 @@ class Catalog:
             key = key[:-1]
         return (str(self.config_dir), None)
 
+    def checked(self, key: Hashable, check: Callable[[], T]) -> T:
+        """``check()`` once per ``key`` for this catalog (a new catalog starts afresh). Parse-time checks
+        of tasks that differ only in what the check does not read share one result; a check that raises
+        is not remembered."""
+        key = (key, os.environ.get(DATA_DIR_ENV))  # folder checks read the override
+        try:
+            return cast("T", self._checks[key])
+        except KeyError:
+            result = self._checks[key] = check()
+            return result
+
     def lookup(self, section: str, name: str, *, field: str | None = None) -> Any:
         """An item by name, or an UnknownNameError listing the names and suggesting the closest."""
         items: Mapping[str, Any] = getattr(self, section)
@@ -103,7 +120,7 @@ class Catalog:
 
     @property
     def data_dir(self) -> Path:
-        override = os.environ.get("DSS_AIRFLOW_DATA_DIR")
+        override = os.environ.get(DATA_DIR_ENV)
         return resolve_path(self.config_dir, override or self.defaults.data_dir)
 
     @property
@@ -173,16 +190,28 @@ def resolve_path(base: Path, value: str) -> Path:
     return path if path.is_absolute() else (base / path).resolve()
 
 
-def config_files(config_dir: Path) -> list[Path]:
-    return sorted(p for p in config_dir.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+def config_files(config_dir: Path) -> tuple[list[Path], list[Path]]:
+    """The YAML files below ``config_dir`` and the directories searched for them. Hidden directories
+    (``.git``, ``.dss-staging``, retired output versions) are not config and are not searched."""
+    files: list[Path] = []
+    directories: list[Path] = []
+    for directory, subdirs, names in os.walk(config_dir):
+        subdirs[:] = sorted(name for name in subdirs if not name.startswith(".") and name != "__pycache__")
+        directories.append(Path(directory))
+        files += (Path(directory, name) for name in names if name.endswith((".yaml", ".yml")))
+    return sorted(path for path in files if path.is_file()), directories
 
 
-def fingerprint(config_dir: Path) -> str:
-    """Cheap change detector: names, sizes and mtimes of the YAML and requirements files."""
-    digest = hashlib.sha256()
-    if config_dir.is_dir():
-        for path in sorted(config_dir.rglob("*")):
-            if path.is_file() and path.suffix in (".yaml", ".yml", ".txt"):
-                stat = path.stat()
-                digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+def fingerprint(sources: Iterable[Path]) -> tuple[tuple[int, int], ...]:
+    """Change detector over the files a catalog was read from and the directories searched for them:
+    sizes and mtimes (a file added to or removed from a directory changes the directory's mtime). One
+    stat call per source, so a DAG file checking 1,000 tasks does not walk the config directory 1,000
+    times."""
+    stamps = []
+    for path in sources:
+        try:
+            stat = os.stat(path)
+            stamps.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stamps.append((-1, -1))
+    return tuple(stamps)

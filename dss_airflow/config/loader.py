@@ -1,26 +1,31 @@
 """Load a config directory of YAML files into a validated :class:`Catalog`.
 
-Every ``*.yaml``/``*.yml`` file below the directory is a mapping of sections (``execution_configs``,
-``code_envs``, ``base_images``, ``managed_folders``, ``projects``, ``spark_configs``, ``clusters``,
-``models``, ``defaults``); a section may be split over several files, but a name may be defined once.
-All problems are collected and reported together, each with its file, line and field path. Loading is
-cached per process by the directory's fingerprint, so DAG files that validate names at parse time pay
-for it once.
+Every ``*.yaml``/``*.yml`` file below the directory (hidden directories aside) is a mapping of sections
+(``execution_configs``, ``code_envs``, ``base_images``, ``managed_folders``, ``projects``,
+``spark_configs``, ``clusters``, ``models``, ``defaults``); a section may be split over several files,
+but a name may be defined once. All problems are collected and reported together, each with its file,
+line and field path.
+
+Loading is cached three ways: per process until a file it read (or a directory searched for them)
+changes, so DAG files that validate names at parse time pay for it once; on disk, the validated catalog
+by the content of its inputs, so a fresh task process builds no pydantic model; and each YAML file's
+parse by its content.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import marshal
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dss_airflow.config import disk_cache
 from dss_airflow.config.catalog import (
     BUILTIN_LOCAL,
     SECTION_KINDS,
@@ -33,7 +38,7 @@ from dss_airflow.config.catalog import (
     lexical_path,
     resolve_path,
 )
-from dss_airflow.config.models import INHERIT, LOCAL, NAME_PATTERN, NONE_ALIASES, Defaults
+from dss_airflow.config.models import INHERIT, LOCAL, NAME_PATTERN, NONE_ALIASES, CodeEnv, Defaults
 from dss_airflow.config.requirements import read_requirements_file
 from dss_airflow.errors import (
     ConfigError,
@@ -86,10 +91,10 @@ class _LineMap:
 PARSE_VERSION = b"1"
 
 
-def _read_yaml(path: Path) -> tuple[Any, _LineMap]:
+def _read_yaml(path: Path, raw: bytes | None = None) -> tuple[Any, _LineMap]:
     """One read and one parse (PyYAML's C loader) of a config file, with the line of every key; a parse
     is cached on disk by the file's content, so the DAG processor's fresh processes do not parse again."""
-    raw = path.read_bytes()
+    raw = path.read_bytes() if raw is None else raw
     text = _utf8(path, raw)
     key = hashlib.sha256(PARSE_VERSION + b"\0" + raw).hexdigest()
     cached = _cached_parse(key)
@@ -133,18 +138,11 @@ def _utf8(path: Path, raw: bytes) -> str:
         ) from None
 
 
-def _parse_cache_dir() -> Path:
-    from dss_airflow.settings import cache_dir
-
-    return cache_dir() / "config-parses"
-
-
 def _cached_parse(key: str) -> tuple[Any, _LineMap] | None:
-    try:
-        payload = marshal.loads((_parse_cache_dir() / key).read_bytes())
-        data, keys, line_numbers, duplicates = payload
-    except (OSError, ValueError, EOFError, TypeError):
+    payload = disk_cache.cached_parse(key)
+    if payload is None:
         return None
+    data, keys, line_numbers, duplicates = payload
     lines = _LineMap()
     lines.lines = dict(zip(keys, line_numbers, strict=True))
     lines.duplicates = [(tuple(dup), line) for dup, line in duplicates]
@@ -152,16 +150,7 @@ def _cached_parse(key: str) -> tuple[Any, _LineMap] | None:
 
 
 def _store_parse(key: str, data: Any, lines: _LineMap) -> None:
-    """Best effort: a parse holding values marshal cannot write (YAML dates) is simply not cached."""
-    try:
-        payload = marshal.dumps((data, list(lines.lines), list(lines.lines.values()), lines.duplicates))
-        directory = _parse_cache_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = directory / f".{key}.{os.getpid()}"
-        tmp.write_bytes(payload)
-        os.replace(tmp, directory / key)
-    except (OSError, ValueError):
-        return
+    disk_cache.store_parse(key, (data, list(lines.lines), list(lines.lines.values()), lines.duplicates))
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -254,15 +243,35 @@ def load_catalog(config_dir: Path | str) -> Catalog:
     A missing directory gives the built-in catalog (one ``local`` execution config), the embedded default.
     """
     config_dir = Path(config_dir).expanduser().resolve()
+    files, directories = config_files(config_dir) if config_dir.is_dir() else ([], [config_dir])
+    sources: tuple[Path, ...] = (*files, *directories)
+    stamp = fingerprint(sources)  # taken before reading, so a file changed while it is read loads again
+    contents = disk_cache.read_contents(files)
+    key = disk_cache.catalog_key(config_dir, sources, contents)
+    cached = disk_cache.cached_catalog(key)
+    if cached is not None:
+        for warning in cached.warnings:
+            log.warning("%s", warning)
+        same_sources = cached.sources == sources  # no requirements file was read: the first stamp holds
+        return replace(cached, fingerprint=stamp if same_sources else fingerprint(cached.sources))
     out = _Collector()
-    for path in config_files(config_dir) if config_dir.is_dir() else []:
-        _load_file(path, out)
+    for path in files:
+        _load_file(path, out, contents.get(path))
     out.found["execution_configs"].setdefault(LOCAL, BUILTIN_LOCAL)
+    requirement_files = tuple(
+        resolve_path(config_dir, env.requirements_file)
+        for env in out.found["code_envs"].values()
+        if isinstance(env, CodeEnv) and env.requirements_file
+    )
+    if requirement_files:
+        sources += requirement_files
+        stamp = fingerprint(sources)
     catalog = Catalog(
         config_dir=config_dir,
         defaults=out.defaults,
         locations=out.locations,
-        fingerprint=fingerprint(config_dir),
+        sources=sources,
+        fingerprint=stamp,
         warnings=tuple(out.warnings),
         **out.found,
     )
@@ -272,12 +281,13 @@ def load_catalog(config_dir: Path | str) -> Catalog:
         raise InvalidConfigError(config_dir, out.errors)
     for warning in catalog.warnings:
         log.warning("%s", warning)
+    disk_cache.store_catalog(key, catalog, requirement_files)
     return catalog
 
 
-def _load_file(path: Path, out: _Collector) -> None:
+def _load_file(path: Path, out: _Collector, raw: bytes | None = None) -> None:
     try:
-        data, lines = _read_yaml(path)
+        data, lines = _read_yaml(path, raw)
     except ConfigError as exc:
         out.errors.append(exc)
         return
@@ -539,6 +549,7 @@ def _check_requirements_file(catalog: Catalog, env_name: str, relative: str, out
 # ------------------------------------------------------------------------------------------ caching
 _CACHE: dict[Path, Catalog] = {}
 _CACHE_LOCK = threading.Lock()
+_CONFIG_DIRS: dict[tuple[str, str | None, str | None, str], Path] = {}
 
 
 def explicit_config_dir(config_dir: Path | str) -> Path:
@@ -558,16 +569,25 @@ def explicit_config_dir(config_dir: Path | str) -> Path:
     return path
 
 
+def _config_dir_of(config_dir: Path | str | None) -> Path:
+    """The resolved config directory, remembered per (argument, environment, working directory): DAG files
+    ask once per task, and resolving it is most of what a cached :func:`get_catalog` would cost."""
+    from dss_airflow.settings import ENV_CONFIG_DIR, default_config_dir
+
+    key = (str(config_dir or ""), os.environ.get(ENV_CONFIG_DIR), os.environ.get("AIRFLOW_HOME"), os.getcwd())
+    path = _CONFIG_DIRS.get(key)
+    if path is None:
+        path = _CONFIG_DIRS[key] = explicit_config_dir(config_dir) if config_dir else default_config_dir()
+    return path
+
+
 def get_catalog(config_dir: Path | str | None = None) -> Catalog:
     """The catalog of ``config_dir`` (default: ``default_config_dir()``), cached until the files change."""
-    from dss_airflow.settings import default_config_dir
-
-    path = explicit_config_dir(config_dir) if config_dir else default_config_dir()
-    current = fingerprint(path)
+    path = _config_dir_of(config_dir)
     with _CACHE_LOCK:
         cached = _CACHE.get(path)
-        if cached is not None and cached.fingerprint == current:
-            return cached
+    if cached is not None and fingerprint(cached.sources) == cached.fingerprint:
+        return cached
     catalog = load_catalog(path)
     with _CACHE_LOCK:
         _CACHE[path] = catalog

@@ -42,7 +42,7 @@ NONE_ALIASES = frozenset({"none", "local"})
 class StrictModel(BaseModel):
     """Base of every config model: frozen, unknown keys refused with the closest valid key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,10 +10,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from packaging.requirements import InvalidRequirement
-from packaging.requirements import Requirement as PEP508Requirement
-from packaging.utils import canonicalize_name
-
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -22,6 +18,9 @@ _SHELL = re.compile(r"[`$|&\n\r\\]|\$\(|&&|\|\|")
 
 def check_requirement(line: str) -> str:
     """Return ``line`` stripped when it is a single safe requirement; ValueError naming it otherwise."""
+    from packaging.requirements import InvalidRequirement  # imported when validating, not in every task
+    from packaging.requirements import Requirement as PEP508Requirement
+
     text = line.strip()
     if not text:
         raise ValueError("empty requirement line")
@@ -44,6 +43,9 @@ def check_requirement(line: str) -> str:
 
 def requirement_name(line: str) -> str:
     """The canonical distribution name of a (checked) requirement line: ``Scikit_Learn>=1`` → scikit-learn."""
+    from packaging.requirements import Requirement as PEP508Requirement
+    from packaging.utils import canonicalize_name
+
     return str(canonicalize_name(PEP508Requirement(line).name))
 
 

@@ -71,7 +71,8 @@ class DSSTaskOperator(BaseOperator):
         """Called at the end of each operator's ``__init__``, once its own arguments exist. The resolved
         config's ``queue`` routes the task (unless the DAG set one): a queue is decided when the DAG is
         parsed, so a templated execution config runs on the DAG's queue."""
-        resolved = self.task().check(get_catalog(self.config_dir))
+        catalog, task = get_catalog(self.config_dir), self.task()
+        resolved = catalog.checked(task.check_key(), lambda: task.check(catalog))
         if resolved is not None and resolved.execution_config.queue and not self._queue_from_dag:
             self.queue = resolved.execution_config.queue
 

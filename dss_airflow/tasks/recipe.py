@@ -36,7 +36,7 @@ class RecipeTask(TaskKind):
         if self.placement.templated or is_templated(self.recipe):
             return None
         resolved = self.resolve(catalog)
-        self.entrypoint(resolved)
+        catalog.checked((Entrypoint, resolved.project_root, self.recipe), lambda: self.entrypoint(resolved))
         if not (is_templated(self.inputs) or is_templated(self.outputs)):
             validate_folder_refs(catalog, self.inputs, self.outputs)
         return resolved

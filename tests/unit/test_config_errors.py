@@ -314,11 +314,12 @@ def test_a_file_that_is_not_utf8_is_a_config_error_naming_it(tmp_path, content, 
 
 def test_parses_are_cached_by_content_and_a_change_is_seen(tmp_path, monkeypatch):
     import dss_airflow.config.loader as loader
+    from dss_airflow.config import disk_cache
 
     monkeypatch.setenv("DSS_AIRFLOW_CACHE", str(tmp_path / "cache"))
     write_config(tmp_path, {"base.yaml": BASE_CONFIG})
     first = load_catalog(tmp_path)
-    cached = list((loader._parse_cache_dir()).iterdir())
+    cached = list(disk_cache.parse_cache_dir().iterdir())
     assert len(cached) == 1, "one cached parse per distinct file content"
     monkeypatch.setattr(loader, "_Loader", None)  # a second load must not parse at all
     assert load_catalog(tmp_path).managed_folders == first.managed_folders
