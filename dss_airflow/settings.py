@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 ENV_CONFIG_DIR = "DSS_AIRFLOW_CONFIG"
@@ -14,13 +15,43 @@ LOCAL_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 
 def _airflow_option(key: str) -> str | None:
-    """``[dss_airflow] <key>`` from the Airflow config, without importing Airflow when it is not loaded."""
+    """``[dss_airflow] <key>`` from the Airflow config. A process that has not imported Airflow (the CLI)
+    reads it where Airflow would rather than import Airflow (~1 s): ``AIRFLOW__DSS_AIRFLOW__<KEY>``, then
+    the ``airflow.cfg`` file; the ``_cmd``/``_secret`` forms need Airflow's own config, imported then."""
+    if "airflow.configuration" not in sys.modules:
+        found = _option_without_airflow(key)
+        if found is not _NEEDS_AIRFLOW:
+            return found if isinstance(found, str) else None
     try:
         from airflow.configuration import conf
     except ImportError:  # pragma: no cover - airflow is a dependency; kept for the in-container runtime
         return None
     value = conf.get("dss_airflow", key, fallback=None)
     return str(value) if value else None
+
+
+_NEEDS_AIRFLOW = object()
+
+
+def _option_without_airflow(key: str) -> str | None | object:
+    """The option from the environment or ``airflow.cfg`` ($AIRFLOW_CONFIG, else $AIRFLOW_HOME's), as
+    Airflow's config resolves it (environment first; every option of ours defaults to unset)."""
+    import configparser
+
+    variable = f"AIRFLOW__DSS_AIRFLOW__{key.upper()}"
+    if variable in os.environ:
+        return os.environ[variable] or None
+    if f"{variable}_CMD" in os.environ or f"{variable}_SECRET" in os.environ:
+        return _NEEDS_AIRFLOW
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME", "~/airflow")).expanduser()
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        parser.read(os.environ.get("AIRFLOW_CONFIG") or airflow_home / "airflow.cfg", encoding="utf-8")
+    except configparser.Error:
+        return _NEEDS_AIRFLOW  # let Airflow report its own config file's problem
+    if parser.has_option("dss_airflow", f"{key}_cmd") or parser.has_option("dss_airflow", f"{key}_secret"):
+        return _NEEDS_AIRFLOW
+    return parser.get("dss_airflow", key, fallback=None) or None
 
 
 def default_config_dir() -> Path:

@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any
 from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
-from dss_airflow.hooks.docker import check_daemon, tls_config
+from dss_airflow.hooks.docker import docker_hook
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
+    from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.providers.docker.operators.docker import DockerOperator
     from airflow.sdk import Context
 
@@ -123,7 +124,6 @@ def copy_out(client: Any, container: Any, copies: Sequence[MountSpec]) -> None:
 
 @functools.cache
 def _operator_class() -> type[DockerOperator]:
-    from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.providers.docker.operators.docker import DockerOperator
 
     class DSSDockerOperator(DockerOperator):
@@ -132,28 +132,23 @@ def _operator_class() -> type[DockerOperator]:
         def __init__(
             self,
             *,
+            docker_hook: DockerHook,
             host_config_extras: Mapping[str, Any] | None = None,
             copies: Sequence[MountSpec] = (),
-            tls: Any = False,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
+            self.docker_hook = docker_hook
             self.host_config_extras = dict(host_config_extras or {})
             self.copies = tuple(copies)
-            self.tls = tls
             self.exit_state: Mapping[str, Any] | None = None
 
-        @functools.cached_property
+        @property
         def hook(self) -> DockerHook:
-            """The provider's hook with our TLSConfig (hooks.docker.tls_config: it verifies against the
-            config's ca.pem whatever $REQUESTS_CA_BUNDLE says; the provider's own would not)."""
-            return DockerHook(
-                docker_conn_id=self.docker_conn_id,
-                base_url=self.docker_url,
-                version=self.api_version,
-                tls=self.tls,
-                timeout=self.timeout,
-            )
+            """The hook the backend made when it prepared the run (hooks.docker.docker_hook: the config's
+            TLS, verified against its ca.pem whatever $REQUESTS_CA_BUNDLE says, and registry login), so
+            the daemon is contacted once per task."""
+            return self.docker_hook
 
         @property
         def cli(self) -> Any:
@@ -220,7 +215,6 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "do_xcom_push": False,
         "host_config_extras": extras,
         "copies": spec.copies,
-        "tls": tls_config(config),
     }
 
 
@@ -271,12 +265,13 @@ class DockerBackend(WorkerBackend):
         assert isinstance(config, DockerExecutionConfig)
         self.config = config
         self._operator: DockerOperator | None = None
+        self._hook: DockerHook | None = None
 
     def prepare(self, run: TaskRun) -> ContainerSpec:
         from dss_airflow.images.lookup import image_for
 
         # First, before anything runs: an unreachable daemon or refused TLS is a DaemonUnreachableError.
-        check_daemon(self.config, self.resolved.execution_config_name)
+        self._hook = docker_hook(config=self.config, config_name=self.resolved.execution_config_name)
         image = self.options.pinned_image or image_for(self.catalog, self.resolved)
         return build_spec(
             run,
@@ -297,7 +292,7 @@ class DockerBackend(WorkerBackend):
         task_id = context["ti"].task_id
         kwargs = docker_operator_kwargs(spec, self.config)
         kwargs["labels"][OWNER_LABEL] = owner_token()  # what a sweep checks before removing it
-        operator = _operator_class()(task_id=f"{task_id}.container", **kwargs)
+        operator = _operator_class()(task_id=f"{task_id}.container", docker_hook=self._hook, **kwargs)
         self._operator = operator
         # Containers of this DAG's task that a killed try or a dead daemon left (one filtered call).
         task = [f"{key}={spec.labels[key]}" for key in TASK_LABELS if key in spec.labels]

@@ -1,7 +1,8 @@
 """The docker provider's DockerHook for a Docker daemon: its host, TLS and registry login.
 
 Every Docker client of dss_airflow (runs, builds, base images, digests, pushes, transfers) comes from
-:func:`docker_client`, so TLS and the translation of "cannot talk to that daemon" into
+:func:`docker_hook` (task runs: the hook the composed DockerOperator uses) or :func:`docker_client`, so
+TLS, registry login and the translation of "cannot talk to that daemon" into
 :class:`~dss_airflow.errors.DaemonUnreachableError` are the same everywhere.
 """
 
@@ -17,6 +18,7 @@ from dss_airflow.settings import LOCAL_DOCKER_HOST
 if TYPE_CHECKING:
     import docker
     import docker.tls
+    from airflow.providers.docker.hooks.docker import DockerHook
 
     from dss_airflow.config.models import DockerExecutionConfig
 
@@ -109,8 +111,8 @@ def daemon_unreachable(
 
 
 def _ping(docker_host: str, tls: Any, config_name: str | None, tls_dir: str | None) -> None:
-    """The hook negotiates the API version and pings, but its failure only says "failed to connect": a
-    client at the oldest API version (no negotiation) pings first, to tell why."""
+    """Why a daemon cannot be used: the hook's own failure only says "failed to connect", so a client at
+    the oldest API version (no negotiation) pings it, and its error is translated."""
     import docker.errors
     import requests.exceptions
     from docker.constants import MINIMUM_DOCKER_API_VERSION
@@ -124,9 +126,39 @@ def _ping(docker_host: str, tls: Any, config_name: str | None, tls_dir: str | No
         raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
 
 
-def check_daemon(config: DockerExecutionConfig, config_name: str | None) -> None:
-    """Ping the config's daemon with its TLS: DaemonUnreachableError (config, host, reason, fix) if not."""
-    _ping(config.docker_host, tls_config(config), config_name, config.tls_cert_dir)
+def docker_hook(
+    docker_host: str = DEFAULT_DOCKER_HOST,
+    *,
+    config: DockerExecutionConfig | None = None,
+    config_name: str | None = None,
+    conn_id: str | None = None,
+    timeout: int = 120,
+) -> DockerHook:
+    """The provider's hook for a daemon (with ``config``: its host, TLS and registry login), its client
+    already created, so the daemon answered: one API-version request and one ping, the same client then
+    serving the whole task. A daemon that cannot be used is a DaemonUnreachableError naming the reason;
+    first contact is bounded by PING_TIMEOUT_S, later requests by ``timeout``."""
+    from airflow.providers.docker.hooks.docker import DockerHook
+    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+
+    tls, tls_dir = False, None
+    if config is not None:
+        tls = tls_config(config)
+        tls_dir = config.tls_cert_dir if tls else None
+        docker_host = config.docker_host
+        if conn_id is None and config.registry is not None:
+            conn_id = config.registry.connection_id
+    hook = DockerHook(
+        docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=PING_TIMEOUT_S, tls=tls
+    )
+    try:
+        hook.api_client.timeout = timeout
+    except AirflowNotFoundException:  # a registry connection that is not defined: the caller says which
+        raise
+    except AirflowException as exc:
+        _ping(docker_host, tls, config_name, tls_dir)  # raises with the reason
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc  # it came back
+    return hook
 
 
 def docker_client(
@@ -137,26 +169,26 @@ def docker_client(
     conn_id: str | None = None,
     timeout: int = 120,
 ) -> docker.APIClient:
-    """The provider hook's low-level client for a daemon (with ``config``: its host, TLS and registry
-    login), pinged before it is returned: a daemon that cannot be used is a DaemonUnreachableError here."""
-    from airflow.providers.docker.hooks.docker import DockerHook
-    from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
+    """A low-level client for a daemon, pinged (same arguments and errors as :func:`docker_hook`). With a
+    registry connection it is the hook's, logged in; without one the hook would add nothing but the
+    Airflow import (~1 s for a CLI command), so it is the docker SDK's client with the same TLS and API
+    version negotiation."""
+    import docker.errors
+    import requests.exceptions
 
-    kwargs: dict[str, Any] = {}
-    tls_dir = None
-    if config is not None:
-        tls = tls_config(config)
-        if tls:
-            kwargs["tls"] = tls
-            tls_dir = config.tls_cert_dir
-        docker_host = config.docker_host
-        if conn_id is None and config.registry is not None:
-            conn_id = config.registry.connection_id
-    _ping(docker_host, kwargs.get("tls", False), config_name, tls_dir)
-    hook = DockerHook(docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=timeout, **kwargs)
-    try:
+    if conn_id is not None or (config is not None and config.registry is not None):
+        hook = docker_hook(
+            docker_host, config=config, config_name=config_name, conn_id=conn_id, timeout=timeout
+        )
         return hook.api_client
-    except AirflowNotFoundException:  # a registry connection that is not defined: the caller says which
-        raise
-    except AirflowException as exc:  # the daemon went away between the ping and the hook's own
+    tls: Any = False
+    if config is not None:
+        tls, docker_host = tls_config(config), config.docker_host
+    try:
+        client = docker.APIClient(base_url=docker_host, version="auto", tls=tls, timeout=PING_TIMEOUT_S)
+        client.ping()
+    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
+        tls_dir = config.tls_cert_dir if config is not None and tls else None
         raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+    client.timeout = timeout
+    return client
