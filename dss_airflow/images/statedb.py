@@ -222,9 +222,12 @@ def _opened(url: sa.URL, place: Place, first_use: Callable[[sa.Connection], None
         log.debug("opening the image ledger at %s", url.render_as_string(hide_password=True))
         db = StateDB(_create_engine(url), place)
         try:
-            with db.transaction(write=True) as conn:
-                _initialise(conn, place.where)
-                first_use(conn)
+            with db.transaction() as conn:  # a read: every process but the first finds the store ready
+                ready = _is_ready(conn)
+            if not ready:
+                with db.transaction(write=True) as conn:
+                    _initialise(conn, place.where)
+                    first_use(conn)
         except BaseException:
             db.engine.dispose()
             raise
@@ -251,6 +254,16 @@ def _create_engine(url: sa.URL) -> sa.Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _is_ready(conn: sa.Connection) -> bool:
+    """Every table exists and the schema version is one this release reads (no write lock taken)."""
+    if not set(metadata.tables) <= set(sa.inspect(conn).get_table_names()):
+        return False
+    found = conn.execute(
+        sa.select(schema_version.c.version).where(schema_version.c.component == "ledger")
+    ).scalar()
+    return found is not None and found <= SCHEMA_VERSION
 
 
 def _initialise(conn: sa.Connection, where: str) -> None:

@@ -419,3 +419,24 @@ def test_the_password_is_never_logged(postgres_server, monkeypatch, caplog):
         Ledger.default().pair("pandas", "docker")
     assert f"127.0.0.1:18432/{database}" in caplog.text, "the URL is logged, with the password hidden"
     assert postgres_server.password not in caplog.text
+
+
+def test_a_new_process_finds_a_ready_store_without_ddl_or_a_write_lock(ledger, monkeypatch):
+    """Every task process opens the ledger: once the schema exists, opening it is a read (with SQLite's
+    BEGIN IMMEDIATE, eight tasks starting at once would queue on the write lock)."""
+    from dss_airflow.images import statedb
+
+    monkeypatch.setattr(statedb, "_ENGINES", {})  # what a fresh process has
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", seen)
+    try:
+        Ledger.default().pair("pandas", "docker")
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", seen)
+    assert statements, "sanity: the statements were seen"
+    ddl_or_lock = ("CREATE", "BEGIN IMMEDIATE", "pg_advisory", "INSERT")
+    assert not [s for s in statements if any(word in s for word in ddl_or_lock)], statements
