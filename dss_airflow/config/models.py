@@ -411,6 +411,10 @@ class BootstrapSpec(StrictModel):
     packages: list[str] = Field(default_factory=lambda: ["python3", "python3-venv", "ca-certificates"])
 
 
+#: R from the distribution (Debian's r-base-core, CRAN packages as r-cran-*): what ``r: true`` installs.
+R_DISTRIBUTION_PACKAGES = ("r-base-core", "r-cran-jsonlite")
+
+
 class BaseImage(StrictModel):
     """A base image that code-env images are built on, and how to build it (DSS's build-base-image)."""
 
@@ -421,6 +425,10 @@ class BaseImage(StrictModel):
         default=None, alias="from", description="Build from an upstream image, e.g. python:3.11-slim"
     )
     system_packages: list[str] = Field(default_factory=list, description="Extra Debian packages (apt)")
+    r: bool = Field(
+        default=False,
+        description="Install R from the distribution (r-base-core, and r-cran-jsonlite for dss_recipe.R)",
+    )
     dockerfile_prepend: str | None = Field(default=None, description="Fragment file placed right after FROM")
     dockerfile_append: str | None = Field(default=None, description="Fragment file placed at the end")
     ca_bundle: str | None = Field(
@@ -431,6 +439,11 @@ class BaseImage(StrictModel):
         default=None, description="Package index for code envs (no credentials)"
     )
     python: str = Field(default="/usr/bin/python3", description="Interpreter code envs are created from")
+
+    @property
+    def distribution_packages(self) -> list[str]:
+        """What the build installs with apt (or debootstrap): system_packages, and R with ``r: true``."""
+        return [*self.system_packages, *(R_DISTRIBUTION_PACKAGES if self.r else ())]
 
     @model_validator(mode="after")
     def _one_source(self) -> BaseImage:

@@ -40,7 +40,7 @@ def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None) -> str:
     assert base.from_image is not None
     return base_dockerfile(
         from_image=base.from_image,
-        system_packages=base.system_packages,
+        system_packages=base.distribution_packages,
         prepend=_fragment(catalog, base.dockerfile_prepend),
         append=_fragment(catalog, base.dockerfile_append),
         with_ca_bundle=ca is not None,
@@ -67,7 +67,7 @@ def build_base_image(
 
         recipe = BootstrapRecipe(
             suite=base.bootstrap.suite,
-            packages=tuple(base.bootstrap.packages + base.system_packages),
+            packages=tuple(base.bootstrap.packages + base.distribution_packages),
             ca_bundle=ca_path,
         )
         progress("building", base.image, f"bootstrap {recipe.suite} ({', '.join(recipe.packages)})")

@@ -17,7 +17,7 @@ def runtime_files() -> Dict[str, str]:
     for directory, dirs, files in os.walk(RUNTIME_ROOT):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in files:
-            if name.endswith(".py"):
+            if name.endswith((".py", ".R")):
                 path = os.path.join(directory, name)
                 found[os.path.relpath(path, RUNTIME_ROOT).replace(os.sep, "/")] = path
     return dict(sorted(found.items()))

@@ -17,5 +17,9 @@ class NotebookCellError(RuntimeError):
     """A cell raised; the cell, its source and the traceback were printed just before."""
 
 
+class RecipeFailed(RuntimeError):
+    """A recipe in another language (R) failed; its own error and traceback were printed just before."""
+
+
 class Terminated(BaseException):
     """SIGTERM (docker stop, on_kill): the recipe is interrupted and the run reported as failed."""

@@ -67,7 +67,7 @@ if __name__ == "__main__" and not __package__:  # PEP 366: relative imports in a
     _runtime_dir_last()
 
 from . import dss_recipe  # noqa: E402 - the package is registered above
-from .errors import Terminated  # noqa: E402
+from .errors import RecipeFailed, Terminated  # noqa: E402
 
 
 def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
@@ -110,6 +110,10 @@ def _run_python(context: Dict[str, Any]) -> None:
 
 
 def _run_r(context: Dict[str, Any]) -> None:
+    """``Rscript dss_recipe.R RECIPE ERROR_FILE``: the R runtime sources the recipe with input_path(),
+    output_dir(), params() and set_result(); an R error comes back as its message (the traceback is in
+    the log). The paths and params are also in ``DSS_INPUT_<NAME>``/``DSS_OUTPUT_<NAME>``/``DSS_PARAMS_JSON``
+    for scripts that do without the runtime."""
     import subprocess  # only R recipes need it; keeps the runner's start-up small
 
     env = dict(os.environ)
@@ -118,9 +122,28 @@ def _run_r(context: Dict[str, Any]) -> None:
     for name, path in context["outputs"].items():
         env["DSS_OUTPUT_" + name.upper().replace("-", "_")] = path
     env["DSS_PARAMS_JSON"] = json.dumps(context.get("params", {}))
-    completed = subprocess.run(["Rscript", context["recipe"]], env=env, check=False)
-    if completed.returncode != 0:
-        raise RuntimeError("R recipe exited with code %d" % completed.returncode)
+    error_file = os.path.join(os.path.dirname(context["result_file"]), "r_error.json")
+    command = ["Rscript", "--no-save", "--no-restore", os.path.join(RUNTIME_DIR, "dss_recipe.R")]
+    try:
+        completed = subprocess.run(command + [context["recipe"], error_file], env=env, check=False)
+    except FileNotFoundError:
+        raise RecipeFailed(
+            "R is not installed where this recipe runs (no Rscript on PATH): give its execution config a "
+            "base image with `r: true`, or install R (r-base-core, r-cran-jsonlite) on the worker for "
+            "local runs"
+        ) from None
+    if completed.returncode == 0:
+        return
+    message = "R recipe exited with code %d" % completed.returncode
+    if os.path.exists(error_file):
+        with open(error_file, encoding="utf-8") as handle:
+            detail = json.load(handle)
+        os.unlink(error_file)
+        frames = detail.get("traceback") or []
+        message = "R error: %s" % detail.get("message", "")
+        if frames:
+            message += " (in %s)" % frames[-1]
+    raise RecipeFailed(message)
 
 
 def _remove_staging(pairs: List[List[str]]) -> None:
@@ -188,6 +211,27 @@ def _finish_outputs(result: Dict[str, Any], pairs: List[List[str]]) -> None:
     _remove_staging(pairs)
 
 
+def _run_recipe(context: Dict[str, Any]) -> Dict[str, Any]:
+    """Run the recipe in its language; the result's failure fields (none after a success)."""
+    try:
+        if context["language"] == "python":
+            _run_python(context)
+        else:
+            _run_r(context)
+    except Terminated:  # on_kill, docker stop, a daemon or node shutdown: the backend knows which
+        return {"status": "failed", "error": "terminated by SIGTERM"}
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code != 0:
+            return {"status": "failed", "error": "recipe called sys.exit(%s)" % exc.code}
+    except RecipeFailed as exc:  # its own error was printed: no Python traceback of the runner
+        return {"status": "failed", "error": str(exc)}
+    except BaseException as exc:  # noqa: BLE001 - every failure must become a result
+        traceback.print_exc()
+        return {"status": "failed", "error": "%s: %s" % (type(exc).__name__, exc)}
+    return {}
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated()
 
@@ -210,20 +254,7 @@ def main(argv: List[str]) -> int:
     started = time.time()
     result: Dict[str, Any] = {"version": RESULT_VERSION, "recipe": context["recipe_name"], "warnings": []}
     print("[dss-airflow] running %s (%s)" % (context["recipe_name"], context["language"]), flush=True)
-    try:
-        if context["language"] == "python":
-            _run_python(context)
-        else:
-            _run_r(context)
-    except Terminated:  # on_kill, docker stop, a daemon or node shutdown: the backend knows which
-        result.update(status="failed", error="terminated by SIGTERM")
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code != 0:
-            result.update(status="failed", error="recipe called sys.exit(%s)" % exc.code)
-    except BaseException as exc:  # noqa: BLE001 - every failure must become a result
-        traceback.print_exc()
-        result.update(status="failed", error="%s: %s" % (type(exc).__name__, exc))
+    result.update(_run_recipe(context))
     result.setdefault("status", "success")
     result["duration_s"] = round(time.time() - started, 3)
     result["outputs"] = {name: _list_files(path) for name, path in context["outputs"].items()}

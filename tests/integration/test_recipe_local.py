@@ -111,27 +111,42 @@ def test_on_kill_stops_the_local_recipe_process_group(config_dir):
     assert list((config_dir / "data" / "out").rglob("*")) == []
 
 
-def test_r_recipe_gets_its_paths_and_params(config_dir, tmp_path, monkeypatch):
-    """No R on this machine: a stand-in Rscript on PATH records what the runner hands an R recipe."""
-    bin_dir = tmp_path / "fake-r-bin"
-    bin_dir.mkdir()
-    rscript = bin_dir / "Rscript"
-    rscript.write_text(
-        '#!/bin/sh\necho "recipe=$1" > "$DSS_OUTPUT_OUT/seen.txt"\n'
-        'echo "params=$DSS_PARAMS_JSON" >> "$DSS_OUTPUT_OUT/seen.txt"\n'
+def test_an_r_recipe_runs_on_the_worker_with_the_r_runtime(config_dir):
+    """R from Debian's packages on the worker (scripts/ensure-r.sh): the same context as a Python recipe."""
+    import shutil
+
+    if shutil.which("Rscript") is None:
+        message = "no Rscript on this worker: run scripts/ensure-r.sh"
+        pytest.fail(message) if os.environ.get("CI") == "true" else pytest.skip(message)
+    make_project(
+        config_dir,
+        {
+            "recipes/model.R": """
+                p <- params()
+                writeLines(sprintf("alpha=%s", p$alpha), file.path(output_dir("out"), "seen.txt"))
+                set_result(list(alpha = p$alpha * 2, env = Sys.getenv("DSS_OUTPUT_OUT") == output_dir("out")))
+            """,
+            "recipes/broken.R": """
+                writeLines("x", file.path(output_dir("out"), "partial.txt"))
+                undefined_fn(1)
+            """,
+        },
     )
-    rscript.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    make_project(config_dir, {"recipes/model.R": "# R recipe\n"})
-    op = DSSContainerRecipeOperator(
-        task_id="r",
-        recipe="recipes/model.R",
-        execution_config="local",
-        outputs=["out"],
-        recipe_params={"alpha": 0.5},
-        config_dir=str(config_dir),
-    )
-    result = op.execute(fake_context())
-    seen = (config_dir / "data" / "out" / "seen.txt").read_text().splitlines()
-    assert seen == [f"recipe={config_dir / 'project' / 'recipes' / 'model.R'}", 'params={"alpha": 0.5}']
+
+    def run(recipe: str) -> dict:
+        return DSSContainerRecipeOperator(
+            task_id="r",
+            recipe=recipe,
+            execution_config="local",
+            outputs=["out"],
+            recipe_params={"alpha": 0.5},
+            config_dir=str(config_dir),
+        ).execute(fake_context())
+
+    result = run("recipes/model.R")
+    assert result["result"] == {"alpha": 1.0, "env": True}
+    assert (config_dir / "data" / "out" / "seen.txt").read_text() == "alpha=0.5\n"
     assert result["outputs"] == {"out": [str(config_dir / "data" / "out" / "seen.txt")]}
+    with pytest.raises(ExecutionError, match='R error: could not find function "undefined_fn"'):
+        run("recipes/broken.R")
+    assert not (config_dir / "data" / "out" / "partial.txt").exists(), "nothing promoted after an R error"
