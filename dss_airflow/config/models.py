@@ -439,6 +439,11 @@ class BaseImage(StrictModel):
         default=None, description="Package index for code envs (no credentials)"
     )
     python: str = Field(default="/usr/bin/python3", description="Interpreter code envs are created from")
+    cran_url: str | None = Field(
+        default=None,
+        description="CRAN or Posit mirror for code envs' r_packages (no credentials); unset: the "
+        "distribution's r-cran-* packages",
+    )
 
     @property
     def distribution_packages(self) -> list[str]:
@@ -449,6 +454,8 @@ class BaseImage(StrictModel):
     def _one_source(self) -> BaseImage:
         if self.bootstrap is not None and self.from_image is not None:
             raise ValueError("give either 'bootstrap' (air-gapped) or 'from' (an upstream image), not both")
+        if self.cran_url and not re.match(r"^https?://[^\s\"'\\@]+$", self.cran_url):
+            raise ValueError("cran_url must be an http(s) URL without credentials or quotes")
         if self.pip_index_url and "@" in self.pip_index_url:
             raise ValueError(
                 "pip_index_url must not contain credentials; use a netrc or an Airflow connection"

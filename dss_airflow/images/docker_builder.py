@@ -118,6 +118,7 @@ class DockerBuilder:
                     init_script_name=init_name,
                     r_packages=env.r_packages,
                     index_url=base.pip_index_url,
+                    cran_url=base.cran_url,
                 )
             else:
                 script = update_script(removed=parent.removed, index_url=base.pip_index_url)

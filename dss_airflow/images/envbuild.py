@@ -26,6 +26,9 @@ UV_IN_BUILDER = f"{BUILD_DIR}/uv"
 CACHE_IN_BUILDER = f"{BUILD_DIR}/cache"
 CONTEXT_IN_BUILDER = f"{BUILD_DIR}/ctx"
 RUNTIME_IN_BUILDER = f"{BUILD_DIR}/runtime"
+#: In images with R packages: their names (what the smoke test loads) and installed versions.
+R_PACKAGES_FILE = "/opt/dss/r-packages.txt"
+R_LOCK_FILE = "/opt/dss/r-packages.lock"
 _R_PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*$")
 
 
@@ -56,6 +59,7 @@ def install_script(
     init_script_name: str | None = None,
     r_packages: Sequence[str] = (),
     index_url: str | None = None,
+    cran_url: str | None = None,
 ) -> str:
     """Full build, on the base image: the script the builder container runs (as root), values quoted."""
     index = f" --index-url {shlex.quote(index_url)}" if index_url else ""
@@ -70,11 +74,7 @@ def install_script(
         f"chmod -R a+rX {RUNTIME_DIR}",
     ]
     if r_packages:
-        bad = [p for p in r_packages if not _R_PACKAGE.match(p)]
-        if bad:
-            raise ValueError(f"invalid R package names: {', '.join(bad)}")
-        vector = ", ".join(f"'{p}'" for p in r_packages)
-        lines.append(f"Rscript -e \"install.packages(c({vector}), repos='https://cloud.r-project.org')\"")
+        lines += r_install_lines(r_packages, cran_url)
     if resources_mode == "copy":
         lines.append(f"cp -a {CONTEXT_IN_BUILDER}/resources {RESOURCES_DIR}")
     elif resources_mode == "init_script":
@@ -89,6 +89,46 @@ def install_script(
     if resources_mode != "none":
         lines.append(f"chmod -R a+rX {RESOURCES_DIR}")
     return "\n".join(lines) + "\n"
+
+
+def r_install_lines(r_packages: Sequence[str], cran_url: str | None) -> list[str]:
+    """R packages, with jsonlite for dss_recipe.R: from a CRAN (or Posit) mirror with ``install.packages``
+    when the base image names one, else the distribution's ``r-cran-<name>`` packages (Debian ships about a
+    thousand), a name it lacks failing the build with that name. The installed versions are recorded in
+    the image, and the smoke test ``library()``s each package."""
+    bad = [p for p in r_packages if not _R_PACKAGE.match(p)]
+    if bad:
+        raise ValueError(f"invalid R package names: {', '.join(bad)}")
+    names = sorted({"jsonlite", *r_packages}, key=str.lower)
+    listed = " ".join(names)
+    record = [f"printf '%s\\n' {listed} > {R_PACKAGES_FILE}"]
+    if cran_url:
+        vector = ", ".join(f'"{name}"' for name in names)
+        install = f'install.packages(c({vector}), repos = "{cran_url}")'
+        versions = f'v <- installed.packages()[c({vector}), "Version"]; writeLines(paste0(names(v), "==", v))'
+        return [
+            f"Rscript -e {shlex.quote(install)}",
+            f"Rscript -e {shlex.quote(versions)} > {R_LOCK_FILE}",
+            *record,
+        ]
+    debs = " ".join(f"r-cran-{name.lower()}" for name in names)
+    return [
+        "apt-get update -qq",
+        'missing=""',
+        f"for name in {listed}; do",
+        '  deb="r-cran-$(printf %s "$name" | tr A-Z a-z)"',
+        '  apt-cache show "$deb" >/dev/null 2>&1 || missing="$missing $name ($deb)"',
+        "done",
+        'if [ -n "$missing" ]; then',
+        '  echo "dss-airflow: R packages not in the distribution:$missing. Check the names, or set cran_url'
+        ' on the base image to install from a CRAN mirror" >&2',
+        "  exit 3",
+        "fi",
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {debs}",
+        "rm -rf /var/lib/apt/lists/*",
+        f"dpkg-query -W -f='${{Package}}==${{Version}}\\n' {debs} > {R_LOCK_FILE}",
+        *record,
+    ]
 
 
 def update_script(*, removed: Sequence[str], index_url: str | None = None) -> str:

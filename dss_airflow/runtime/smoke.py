@@ -21,6 +21,7 @@ from importlib import metadata
 from typing import Dict, List, Optional, Set, Tuple
 
 LOCK = "/opt/dss/requirements.lock"
+R_PACKAGES = "/opt/dss/r-packages.txt"  # written by the build of an env with r_packages
 
 
 def top_level_modules(distribution: str) -> List[str]:
@@ -109,8 +110,32 @@ def main() -> int:
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:
         failures.append("pip check: " + (check.stdout + check.stderr).strip())
-    print(json.dumps({"imported": imported, "optional_missing": optional, "failures": failures}))
+    r_loaded = r_library_problems(failures)
+    summary = {"imported": imported, "optional_missing": optional, "failures": failures}
+    if r_loaded:
+        summary["r_loaded"] = r_loaded
+    print(json.dumps(summary))
     return 1 if failures else 0
+
+
+def r_library_problems(failures: List[str]) -> List[str]:
+    """``library()`` of every R package the env declares (none: nothing to do); failures appended."""
+    if not os.path.exists(R_PACKAGES):
+        return []
+    with open(R_PACKAGES, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    loaded = []
+    for name in names:
+        probe = subprocess.run(
+            ["Rscript", "-e", "suppressPackageStartupMessages(library(%s))" % name],
+            capture_output=True,
+            text=True,
+        )
+        if probe.returncode == 0:
+            loaded.append(name)
+        else:
+            failures.append("library(%s): %s" % (name, (probe.stderr or probe.stdout).strip()[-500:]))
+    return loaded
 
 
 def _runtime_off_path() -> None:

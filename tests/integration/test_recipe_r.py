@@ -27,6 +27,8 @@ CONFIG = """
       docker-r: {type: docker, base_image: base-r, resources: {memory: 512m, cpus: 1}}
     code_envs:
       r-plain: {}
+      r-dt: {r_packages: [data.table]}
+      r-bad: {r_packages: [jsonlite, notapackage]}
     managed_folders:
       raw: {path: raw}
       out: {path: out}
@@ -42,6 +44,12 @@ RECIPES = {
         jsonlite::write_json(big, file.path(output_dir("out"), "big.json"))
         set_result(list(rows = nrow(big), total = sum(big$amount), r = R.version$major,
                         uid = as.integer(system("id -u", intern = TRUE))))
+    """,
+    "recipes/dt.R": """
+        library(data.table)
+        dt <- data.table(g = c("a", "b", "a"), x = c(1, 2, 3))
+        set_result(list(sums = as.list(dt[, .(s = sum(x)), by = g][order(g)]$s),
+                        version = as.character(packageVersion("data.table"))))
     """,
     "recipes/fails.R": """
         writeLines("half a file", file.path(output_dir("out"), "partial.csv"))
@@ -114,3 +122,19 @@ def test_a_failing_r_recipe_fails_with_its_r_error_and_writes_nothing(r_config, 
     assert after == before and "partial.csv" not in after, "a failed R recipe promotes nothing"
     assert leftover_staging(r_config / "data") == []
     assert docker_client.containers.list(all=True, filters={"label": f"dss_airflow.dag_id={dag_id}"}) == []
+
+
+def test_r_packages_come_from_the_distribution_and_an_unknown_one_fails_the_build(r_config):
+    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.images.plan import Target
+    from dss_airflow.images.service import ImageService
+
+    images = ImageService(load_catalog(r_config))
+    report = images.build(envs=["r-dt", "r-bad"])
+    error = report.failed[Target("r-bad", "docker-r")]
+    assert "R packages not in the distribution: notapackage (r-cran-notapackage)" in error, error
+    assert Target("r-dt", "docker-r") not in report.failed, report.failed
+    result = operator(r_config, "recipes/dt.R", code_env="r-dt").execute(fake_context(dag_id="dt"))
+    assert result["result"]["sums"] == [4, 2] and result["result"]["version"].startswith("1.")
+    current = images.ledger.pair("r-dt", "docker-r").current
+    assert current is not None and result["image"] == current.image

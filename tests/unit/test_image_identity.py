@@ -135,3 +135,22 @@ def test_lock_pins_are_compared_by_canonical_name():
     from dss_airflow.images.plan import _pins
 
     assert _pins("Foo_Bar==1.0\nsix==1.16.0\n# comment\n") == {"foo-bar": "1.0", "six": "1.16.0"}
+
+
+def test_r_packages_come_from_the_distribution_unless_a_cran_mirror_is_set():
+    from dss_airflow.images.envbuild import R_LOCK_FILE, r_install_lines
+
+    apt = "\n".join(r_install_lines(["data.table", "RSQLite"], None))
+    assert (
+        "apt-get install -y -qq --no-install-recommends r-cran-data.table r-cran-jsonlite r-cran-rsqlite"
+        in apt
+    )
+    assert "for name in data.table jsonlite RSQLite; do" in apt, "jsonlite always: dss_recipe.R needs it"
+    assert "R packages not in the distribution:$missing" in apt and "exit 3" in apt
+    assert f"> {R_LOCK_FILE}" in apt and "install.packages" not in apt
+    cran = "\n".join(r_install_lines(["data.table"], "https://packagemanager.posit.co/cran/latest"))
+    assert (
+        """install.packages(c("data.table", "jsonlite"), repos = "https://packagemanager.posit.co/cran/latest")"""
+        in cran
+    )
+    assert "apt-get" not in cran and f"> {R_LOCK_FILE}" in cran
