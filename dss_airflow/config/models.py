@@ -439,6 +439,15 @@ class BaseImage(StrictModel):
         default=None, description="Package index for code envs (no credentials)"
     )
     python: str = Field(default="/usr/bin/python3", description="Interpreter code envs are created from")
+    cuda: Literal["11", "12", "13"] | None = Field(
+        default=None,
+        description="CUDA major version: NVIDIA's runtime wheels (nvidia-cuda-runtime-cuNN) in "
+        "/opt/dss/cuda, registered with the dynamic loader",
+    )
+    cuda_libraries: list[str] = Field(
+        default_factory=list,
+        description="More NVIDIA wheels with cuda, e.g. [cublas, cudnn] (nvidia-<name>-cuNN)",
+    )
     cran_url: str | None = Field(
         default=None,
         description="CRAN or Posit mirror for code envs' r_packages (no credentials); unset: the "
@@ -454,6 +463,16 @@ class BaseImage(StrictModel):
     def _one_source(self) -> BaseImage:
         if self.bootstrap is not None and self.from_image is not None:
             raise ValueError("give either 'bootstrap' (air-gapped) or 'from' (an upstream image), not both")
+        if self.cuda is not None and self.from_image is None:
+            raise ValueError(
+                "cuda is layered on an image: give 'from' (e.g. the bootstrapped base image's tag), so one "
+                "plain and one CUDA base image can feed different execution configs"
+            )
+        if self.cuda_libraries and self.cuda is None:
+            raise ValueError('cuda_libraries needs cuda (the major version, e.g. cuda: "12")')
+        for name in self.cuda_libraries:
+            if not re.match(r"^[a-z][a-z0-9-]*$", name):
+                raise ValueError(f"cuda_libraries: {name!r} is not a library name like cublas or cudnn")
         if self.cran_url and not re.match(r"^https?://[^\s\"'\\@]+$", self.cran_url):
             raise ValueError("cran_url must be an http(s) URL without credentials or quotes")
         if self.pip_index_url and "@" in self.pip_index_url:

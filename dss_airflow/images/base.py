@@ -15,16 +15,20 @@ import hashlib
 import io
 import json
 import tarfile
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dss_airflow.config.catalog import resolve_path
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.hooks.docker import docker_client
+from dss_airflow.images import cuda
 from dss_airflow.images.dockerfile import base_dockerfile
 from dss_airflow.settings import build_docker_host
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.models import BaseImage
     from dss_airflow.images.plan import ProgressCallback
@@ -36,7 +40,7 @@ def _fragment(catalog: Catalog, path: str | None) -> str | None:
     return resolve_path(catalog.config_dir, path).read_text(encoding="utf-8") if path else None
 
 
-def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None) -> str:
+def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None, extra: Sequence[str] = ()) -> str:
     assert base.from_image is not None
     return base_dockerfile(
         from_image=base.from_image,
@@ -44,6 +48,7 @@ def _dockerfile_of(catalog: Catalog, base: BaseImage, ca: bytes | None) -> str:
         prepend=_fragment(catalog, base.dockerfile_prepend),
         append=_fragment(catalog, base.dockerfile_append),
         with_ca_bundle=ca is not None,
+        extra=extra,
     )
 
 
@@ -90,10 +95,40 @@ def _build_from_dockerfile(
     force: bool,
     progress: ProgressCallback,
 ) -> str:
-    import docker.errors
 
     ca = ca_path.read_bytes() if ca_path and ca_path.is_file() else None
-    dockerfile = _dockerfile_of(catalog, base, ca)
+    with tempfile.TemporaryDirectory(prefix="dss-base-") as staging:
+        cuda_tree = Path(staging) / "cuda"
+        extra: list[str] = []
+        if base.cuda is not None:
+            progress("resolving", base.image, f"CUDA {base.cuda} runtime wheels")
+            installed = cuda.install_cuda(base, cuda_tree)
+            extra = cuda.dockerfile_lines(cuda.library_dirs(cuda_tree), installed)
+        dockerfile = _dockerfile_of(catalog, base, ca, extra)
+        return _build_dockerfile(
+            base,
+            dockerfile,
+            ca,
+            cuda_tree if extra else None,
+            docker_url=docker_url,
+            force=force,
+            progress=progress,
+        )
+
+
+def _build_dockerfile(
+    base: BaseImage,
+    dockerfile: str,
+    ca: bytes | None,
+    cuda_tree: Path | None,
+    *,
+    docker_url: str | None,
+    force: bool,
+    progress: ProgressCallback,
+) -> str:
+    """Build ``dockerfile`` (its hash, the CA's and the CUDA versions in it, is the cache key)."""
+    import docker.errors
+
     content_hash = hashlib.sha256((dockerfile + hashlib.sha256(ca or b"").hexdigest()).encode()).hexdigest()
     api = docker_client(docker_url or build_docker_host(), timeout=600)
     if not force:
@@ -103,13 +138,31 @@ def _build_from_dockerfile(
                 return str(api.inspect_image(base.image)["Id"])
         except docker.errors.ImageNotFound:
             pass
-    context = io.BytesIO()
+    with tempfile.SpooledTemporaryFile(max_size=16 * 2**20) as context:  # CUDA wheels can be large
+        image_id = _send_build(api, base, dockerfile, ca, cuda_tree, content_hash, context, progress)
+    progress("built", base.image, json.dumps(image_id))
+    return str(image_id or api.inspect_image(base.image)["Id"])
+
+
+def _send_build(
+    api: Any,
+    base: BaseImage,
+    dockerfile: str,
+    ca: bytes | None,
+    cuda_tree: Path | None,
+    content_hash: str,
+    context: Any,
+    progress: ProgressCallback,
+) -> str | None:
+    """Write the build context into ``context``, build, stream the log; the new image's id."""
     with tarfile.open(fileobj=context, mode="w") as tar:
         files = {"Dockerfile": dockerfile.encode(), **({"ca-bundle.crt": ca} if ca else {})}
         for filename, data in files.items():
             info = tarfile.TarInfo(filename)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        if cuda_tree is not None:
+            tar.add(cuda_tree, arcname="cuda")
     context.seek(0)
     progress("building", base.image, f"FROM {base.from_image}")
     image_id = None
@@ -123,5 +176,4 @@ def _build_from_dockerfile(
             raise DSSAirflowError(f"building base image {base.image} failed: {event['error']}")
         if "aux" in event and "ID" in event["aux"]:
             image_id = event["aux"]["ID"]
-    progress("built", base.image, json.dumps(image_id))
-    return str(image_id or api.inspect_image(base.image)["Id"])
+    return image_id

@@ -23,6 +23,7 @@ def base_dockerfile(
     prepend: str | None = None,
     append: str | None = None,
     with_ca_bundle: bool = False,
+    extra: Sequence[str] = (),
     labels: dict[str, str] | None = None,
     uid: int = 1000,
     user: str = "dss",
@@ -43,6 +44,7 @@ def base_dockerfile(
             "RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
             f"{packages} && rm -rf /var/lib/apt/lists/*"
         )
+    lines += extra
     lines.append(
         f"RUN id -u {uid} >/dev/null 2>&1 || useradd --uid {uid} --create-home --shell /bin/bash {user}"
     )

@@ -413,3 +413,15 @@ def test_an_empty_yaml_file_is_a_warning(tmp_path, caplog):
     catalog = load_catalog(tmp_path)
     assert len(catalog.warnings) == 1 and "empty.yaml: the file is empty" in catalog.warnings[0]
     assert "empty.yaml: the file is empty" in caplog.text
+
+
+def test_cuda_base_images_are_layered_on_an_image_and_name_real_libraries():
+    from dss_airflow.config.models import BaseImage
+    from dss_airflow.images.cuda import cuda_requirements
+
+    with pytest.raises(ValueError, match="cuda is layered on an image: give 'from'"):
+        BaseImage(image="x", bootstrap={"suite": "bookworm"}, cuda="12")
+    with pytest.raises(ValueError, match="cuda_libraries needs cuda"):
+        BaseImage(image="x", from_image="y", cuda_libraries=["cublas"])
+    base = BaseImage.model_validate({"image": "x", "from": "y", "cuda": "12", "cuda_libraries": ["cublas"]})
+    assert cuda_requirements(base) == ["nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12"]
