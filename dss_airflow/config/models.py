@@ -387,6 +387,14 @@ class CodeEnv(StrictModel):
     )
     description: str = ""
 
+    @property
+    def r_packages_to_install(self) -> list[str]:
+        """``r_packages``, with IRkernel when the env has notebook support (R notebooks run on it)."""
+        extra = (
+            ["IRkernel"] if self.notebook and self.r_packages and "IRkernel" not in self.r_packages else []
+        )
+        return [*self.r_packages, *extra]
+
     @model_validator(mode="after")
     def _external_has_path(self) -> CodeEnv:
         if not self.managed and not self.external_path:

@@ -116,7 +116,7 @@ class DockerBuilder:
                     base_python=base.python,
                     resources_mode=env.resources.mode,
                     init_script_name=init_name,
-                    r_packages=env.r_packages,
+                    r_packages=env.r_packages_to_install,
                     index_url=base.pip_index_url,
                     cran_url=base.cran_url,
                 )

@@ -27,6 +27,7 @@ from .errors import NotebookCellError, NotebookSupportMissing
 
 LOG_PREFIX = "[dss-notebook]"
 KERNEL_NAME = "python3"
+R_KERNEL_NAME = "ir"  # IRkernel's name: R notebooks saved from Jupyter carry it
 _CELL_START = re.compile(r"^Executing Cell (\d+)-*$")
 _CELL_END = re.compile(r"^Ending Cell \d+-*$")
 _ANSI = re.compile("\x1b\\[(K|.*?m)")
@@ -81,29 +82,54 @@ def _private_dir(context: Dict[str, Any]) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(context["workdir"])), "jupyter")
 
 
-def _kernel_environment(context: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, str]:
+def _kernel_language(notebook: str) -> str:
+    """ "R" for a notebook saved with an R kernel (IRkernel: ``ir``), else "python"."""
+    spec = _read_json(notebook).get("metadata", {}).get("kernelspec", {})
+    return "R" if spec.get("language", "").lower() == "r" or spec.get("name") == R_KERNEL_NAME else "python"
+
+
+def _kernel_environment(
+    context: Dict[str, Any], params: Dict[str, Any], language: str = "python"
+) -> Dict[str, str]:
     """Write a private Jupyter home for this run and return the variables that select it.
 
-    Our ``python3`` kernelspec wins over any user or system one (``JUPYTER_PATH`` comes first), and
-    Jupyter and IPython write their runtime files there, not in the working directory or the home.
+    Our kernelspec (``python3``, or ``ir`` for R notebooks) wins over any user or system one
+    (``JUPYTER_PATH`` comes first), and Jupyter and IPython write their runtime files there, not in the
+    working directory or the home. An R kernel gets dss_recipe.R attached by its profile.
     """
     private = _private_dir(context)
-    kernel_dir = os.path.join(private, "kernels", KERNEL_NAME)
-    os.makedirs(kernel_dir, exist_ok=True)
     kernel_context = dict(context, params=params.get("parameters") or {})
     kernel_context["result_file"] = os.path.join(private, "result.json")
+    os.makedirs(private, exist_ok=True)
     _write_json(os.path.join(private, "context.json"), kernel_context)
-    path = [os.path.dirname(os.path.abspath(__file__))]  # the kernel imports dss_recipe.py from here
-    if "project" in params.get("libraries", ["project"]):
-        path += context.get("python_path", [])
-    if os.environ.get("PYTHONPATH"):
-        path.append(os.environ["PYTHONPATH"])
-    kernelspec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (code env %s)" % os.environ.get("DSS_CODE_ENV", "?"),
-        "language": "python",
-        "env": {"PYTHONPATH": os.pathsep.join(path), "DSS_CONTEXT": os.path.join(private, "context.json")},
-    }
+    runtime = os.path.dirname(os.path.abspath(__file__))
+    env = {"DSS_CONTEXT": os.path.join(private, "context.json")}
+    if language == "R":
+        profile = os.path.join(private, "dss_profile.R")
+        with open(profile, "w", encoding="utf-8") as handle:
+            handle.write(
+                "local({ source(%s, local = TRUE); attach(.dss_recipe, name = 'dss_recipe') })\n"
+                % json.dumps(os.path.join(runtime, "dss_recipe.R"))
+            )
+        name = R_KERNEL_NAME
+        argv = ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+        env["R_PROFILE_USER"] = profile
+    else:
+        path = [runtime]  # the kernel imports dss_recipe.py from here
+        if "project" in params.get("libraries", ["project"]):
+            path += context.get("python_path", [])
+        if os.environ.get("PYTHONPATH"):
+            path.append(os.environ["PYTHONPATH"])
+        name = KERNEL_NAME
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        env["PYTHONPATH"] = os.pathsep.join(path)
+    kernel_dir = os.path.join(private, "kernels", name)
+    os.makedirs(kernel_dir, exist_ok=True)
+    display = "%s (code env %s)" % (
+        "R" if language == "R" else "Python 3",
+        os.environ.get("DSS_CODE_ENV", "?"),
+    )
+    kernelspec = {"argv": argv, "display_name": display, "language": language, "env": env}
     _write_json(os.path.join(kernel_dir, "kernel.json"), kernelspec)
     return {
         "JUPYTER_PATH": private,
@@ -113,11 +139,14 @@ def _kernel_environment(context: Dict[str, Any], params: Dict[str, Any]) -> Dict
     }
 
 
-def _kernel_transport(context: Dict[str, Any]) -> Any:
+def _kernel_transport(context: Dict[str, Any], language: str = "python") -> Any:
     """Kernel channels on unix sockets in the private directory: no TCP port on a shared worker's
-    loopback (ipykernel warns about unencrypted TCP), nothing written to the working directory."""
+    loopback (ipykernel warns about unencrypted TCP), nothing written to the working directory. IRkernel
+    speaks TCP only: R kernels listen on loopback, in the task's container."""
     from traitlets.config import Config
 
+    if language == "R":
+        return Config({"KernelManager": {"transport": "tcp", "ip": "127.0.0.1"}})
     sockets = os.path.join(_private_dir(context), "kernel")
     return Config({"KernelManager": {"transport": "ipc", "ip": sockets}})
 
@@ -183,7 +212,8 @@ def execute(context: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, Any]:
     out_dir = context["outputs"][params["output"]]
     executed = os.path.join(out_dir, os.path.splitext(os.path.basename(notebook))[0] + ".ipynb")
     parameters: Dict[str, Any] = params.get("parameters") or {}
-    os.environ.update(_kernel_environment(context, params))
+    language = _kernel_language(notebook)
+    os.environ.update(_kernel_environment(context, params, language))
     total = _cell_count(notebook, parameters)
     _stream_papermill_log(total)
     _log("executing %s (%d cells) with parameters %s" % (params["notebook"], total, json.dumps(parameters)))
@@ -192,11 +222,12 @@ def execute(context: Dict[str, Any], params: Dict[str, Any]) -> Dict[str, Any]:
             notebook,
             executed,
             parameters=parameters,
-            kernel_name=KERNEL_NAME,
+            kernel_name=R_KERNEL_NAME if language == "R" else KERNEL_NAME,
+            language=language,
             log_output=True,
             progress_bar=False,
             cwd=context["workdir"],
-            config=_kernel_transport(context),
+            config=_kernel_transport(context, language),
         )
     except PapermillExecutionError as error:
         raise NotebookCellError(_report_cell_error(error, total)) from None

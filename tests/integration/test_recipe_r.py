@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -29,14 +30,35 @@ CONFIG = """
       r-plain: {}
       r-dt: {r_packages: [data.table]}
       r-bad: {r_packages: [jsonlite, notapackage]}
+      r-nb: {notebook: true, r_packages: [jsonlite]}
     managed_folders:
       raw: {path: raw}
       out: {path: out}
+      reports: {path: reports}
     projects:
       demo: {root: project}
 """
 
+
+def r_notebook(*sources: str, parameters: str) -> str:
+    """An nbformat 4.5 notebook saved with IRkernel (kernelspec ``ir``), its first cell tagged parameters."""
+    cells: list[dict[str, Any]] = [{"source": parameters, "metadata": {"tags": ["parameters"]}}]
+    cells += [{"source": source, "metadata": {}} for source in sources]
+    for index, cell in enumerate(cells):
+        cell.update(cell_type="code", id=f"cell-{index}", execution_count=None, outputs=[])
+    kernel = {"name": "ir", "display_name": "R", "language": "R"}
+    return json.dumps(
+        {"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
+    )
+
+
 RECIPES = {
+    "notebooks/double.ipynb": r_notebook(
+        "value <- x * 2\ncat(sprintf('%s: %d\\n', label, value))",
+        "writeLines(as.character(value), file.path(output_dir('reports'), 'value.txt'))\n"
+        "set_result(list(value = value, uid = as.integer(system('id -u', intern = TRUE))))",
+        parameters="x <- 1\nlabel <- 'default'",
+    ),
     "recipes/summarise.R": """
         orders <- jsonlite::fromJSON(file.path(input_path("raw"), "orders.json"))
         p <- params()
@@ -138,3 +160,30 @@ def test_r_packages_come_from_the_distribution_and_an_unknown_one_fails_the_buil
     assert result["result"]["sums"] == [4, 2] and result["result"]["version"].startswith("1.")
     current = images.ledger.pair("r-dt", "docker-r").current
     assert current is not None and result["image"] == current.image
+
+
+def test_an_r_notebook_runs_in_its_container_with_r_parameters(r_config, docker_client):
+    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.images.service import ImageService
+    from dss_airflow.operators.notebook import DSSNotebookOperator
+
+    assert ImageService(load_catalog(r_config)).build(envs=["r-nb"]).ok
+    dag_id = f"dag-{uuid.uuid4().hex[:8]}"
+    outcome = DSSNotebookOperator(
+        task_id="double",
+        notebook="notebooks/double.ipynb",
+        code_env="r-nb",
+        execution_config="docker-r",
+        output="reports",
+        parameters={"x": 21, "label": "answer"},
+        config_dir=str(r_config),
+    ).execute(fake_context(dag_id=dag_id))
+    assert outcome["result"] == {"value": 42, "uid": 1000}
+    reports = r_config / "data" / "reports"
+    cells = json.loads((reports / "double.ipynb").read_text())["cells"]
+    (injected,) = [cell for cell in cells if "injected-parameters" in cell["metadata"].get("tags", [])]
+    assert "x = 21" in "".join(injected["source"]), "papermill injects R assignments"
+    outputs = "".join("".join(o.get("text", "")) for cell in cells for o in cell.get("outputs", []))
+    assert "answer: 42" in outputs
+    assert (reports / "value.txt").read_text().strip() == "42"
+    assert docker_client.containers.list(all=True, filters={"label": f"dss_airflow.dag_id={dag_id}"}) == []

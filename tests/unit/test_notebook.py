@@ -361,3 +361,20 @@ def test_cell_progress_is_numbered_and_end_markers_dropped():
     assert not progress.filter(record("Ending Cell 3" + "-" * 42))
     output = record("answer: 42\n")
     assert progress.filter(output) and output.getMessage() == "answer: 42"
+
+
+def test_an_r_notebook_gets_an_irkernel_spec_with_the_r_runtime_attached(tmp_path):
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text(
+        json.dumps({"metadata": {"kernelspec": {"name": "ir", "language": "R"}}, "cells": []})
+    )
+    assert dss_notebook._kernel_language(str(notebook)) == "R"
+    context = {"workdir": str(tmp_path / "run" / "cwd"), "python_path": ["/dss/project/lib"], "params": {}}
+    dss_notebook._kernel_environment(context, {"parameters": {"x": 1}}, "R")
+    spec = json.loads((tmp_path / "run" / "jupyter" / "kernels" / "ir" / "kernel.json").read_text())
+    assert spec["argv"][:4] == ["R", "--slave", "-e", "IRkernel::main()"] and spec["language"] == "R"
+    profile = Path(spec["env"]["R_PROFILE_USER"]).read_text()
+    assert "dss_recipe.R" in profile and "attach(.dss_recipe" in profile
+    python = tmp_path / "p.ipynb"
+    python.write_text(json.dumps({"metadata": {"kernelspec": {"name": "python3", "language": "python"}}}))
+    assert dss_notebook._kernel_language(str(python)) == "python"
