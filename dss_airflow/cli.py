@@ -5,6 +5,7 @@ dss-airflow config show [--config-dir DIR]       # what was loaded, and from whe
 dss-airflow images status [ENV ...] | images log ENV [--config CFG]   # from the ledger, on any host
 dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--folder NAME ...]
 dss-airflow notebook stop [NAME ... | --all]     # notebook list: the servers started from here
+dss-airflow notebook kernels install|list|remove # Jupyter kernels that run in containers
 dss-airflow gc [--dry-run] [--config-dir DIR]     # what killed tries left: containers, staging, run dirs
 """
 
@@ -222,6 +223,8 @@ def _notebook(args: argparse.Namespace) -> int:
     from dss_airflow.config.loader import get_catalog
 
     catalog = get_catalog(args.config_dir)
+    if args.command == "kernels":
+        return _notebook_kernels(catalog, args)
     if args.command == "serve":
         print(f"starting JupyterLab: code env {args.code_env}, {args.execution_config}...", file=sys.stderr)
         server = notebook_server.serve(
@@ -250,6 +253,37 @@ def _notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _notebook_kernels(catalog: Any, args: argparse.Namespace) -> int:
+    """Kernelspecs whose kernels run in containers (dss_airflow.notebook_kernels)."""
+    from dss_airflow import notebook_kernels
+
+    if args.action == "install":
+        names = notebook_kernels.install(
+            catalog, project=args.project, folders=args.folder, prefix=args.prefix
+        )
+        for name in names:
+            print(f"installed kernel {name}")
+        if not names:
+            print(
+                "no code env with notebook: true on a local docker config this project may use",
+                file=sys.stderr,
+            )
+        return 0
+    if args.action == "remove":
+        if not args.names and not args.all:
+            print(
+                "name the kernels to remove (see `dss-airflow notebook kernels list`), or --all",
+                file=sys.stderr,
+            )
+            return 2
+        for name in notebook_kernels.remove(args.names, every=args.all, prefix=args.prefix):
+            print(f"removed kernel {name}")
+        return 0
+    for name, directory in sorted(notebook_kernels.installed(args.prefix).items()):
+        print(f"{name}  {directory}")
+    return 0
+
+
 def _show_notebook_url(url: str) -> None:
     print("JupyterLab is up; open this URL (its token is a password: do not share it):", file=sys.stderr)
     print(url, flush=True)
@@ -273,7 +307,21 @@ def _add_notebook_commands(commands: Any) -> None:
     stop.add_argument("names", nargs="*", help="server names (see notebook list)")
     stop.add_argument("--all", action="store_true", help="every server started from this state directory")
     notebook_commands.add_parser("list", help="servers started from this state directory")
-    for sub in (serve, stop, notebook_commands.choices["list"]):
+    kernels = notebook_commands.add_parser("kernels", help="Jupyter kernels that run in containers")
+    kernel_actions = kernels.add_subparsers(dest="action", required=True)
+    install = kernel_actions.add_parser("install", help="one kernelspec per (notebook env, docker config)")
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="in the user's Jupyter data dir (default)")
+    where.add_argument("--prefix", default=None, help="under PREFIX/share/jupyter/kernels (e.g. a venv)")
+    install.add_argument("--project", default=None, help="default: defaults.project or the only project")
+    install.add_argument("--folder", action="append", default=[], help="managed folder at /dss/folders/NAME")
+    listing = kernel_actions.add_parser("list", help="installed dss_airflow kernelspecs")
+    remove = kernel_actions.add_parser("remove", help="remove dss_airflow kernelspecs")
+    remove.add_argument("names", nargs="*")
+    remove.add_argument("--all", action="store_true")
+    for action in (listing, remove):
+        action.add_argument("--prefix", default=None, help="under PREFIX/share/jupyter/kernels")
+    for sub in (serve, stop, notebook_commands.choices["list"], kernels):
         sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
 
 

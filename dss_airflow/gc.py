@@ -16,7 +16,7 @@ from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.leftovers import sweep_containers, sweep_directories
 from dss_airflow.publish import STAGING_DIR, staging_root
-from dss_airflow.spec import LABEL_PREFIX
+from dss_airflow.spec import KERNEL_LABEL, LABEL_PREFIX
 from dss_airflow.staging import run_dirs, staging_runs
 
 if TYPE_CHECKING:
@@ -60,5 +60,6 @@ def sweep_all(catalog: Catalog, *, dry_run: bool = False, foreign_after_s: float
             swept.unreachable.append(str(exc))
             continue
         with contextlib.closing(client):
-            swept.containers += sweep_containers(client, [f"{LABEL_PREFIX}.dag_id"], dry_run=dry_run)
+            for label in (f"{LABEL_PREFIX}.dag_id", KERNEL_LABEL):  # task containers, notebook kernels
+                swept.containers += sweep_containers(client, [label], dry_run=dry_run)
     return swept

@@ -38,6 +38,8 @@ OUTPUTS_DIR = "/dss/out"
 POD_OUTPUTS_ROOT = "/dss/out-root"
 POD_RESULT_FILE = "/airflow/xcom/return.json"
 LABEL_PREFIX = "dss_airflow"
+#: Containers of notebook kernels (dss_airflow.notebook_kernels), swept like task containers.
+KERNEL_LABEL = f"{LABEL_PREFIX}.kernel"
 HOST_RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
 
 #: "container": worker paths bind-mounted (docker); "copy": the same paths, copied into the container

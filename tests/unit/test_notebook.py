@@ -378,3 +378,32 @@ def test_an_r_notebook_gets_an_irkernel_spec_with_the_r_runtime_attached(tmp_pat
     python = tmp_path / "p.ipynb"
     python.write_text(json.dumps({"metadata": {"kernelspec": {"name": "python3", "language": "python"}}}))
     assert dss_notebook._kernel_language(str(python)) == "python"
+
+
+def test_kernelspecs_install_list_remove_under_a_prefix(config_dir, tmp_path):
+    from dss_airflow import notebook_kernels
+
+    catalog = load_catalog(config_dir)
+    names = notebook_kernels.install(catalog, prefix=str(tmp_path))
+    assert names and all(name.startswith("dss-") for name in names)
+    assert sorted(notebook_kernels.installed(str(tmp_path))) == sorted(names)
+    spec = json.loads((tmp_path / "share" / "jupyter" / "kernels" / names[0] / "kernel.json").read_text())
+    assert spec["argv"][-1] == "{connection_file}" and spec["interrupt_mode"] == "signal"
+    assert notebook_kernels.remove(every=True, prefix=str(tmp_path)) == sorted(names)
+    assert notebook_kernels.installed(str(tmp_path)) == {}
+
+
+def test_a_kernel_publishes_its_five_ports_on_loopback_only(config_dir, tmp_path):
+    from dss_airflow import notebook_kernels
+    from dss_airflow.spec import ImageRef
+
+    (resolved, *_) = notebook_kernels.kernel_targets(load_catalog(config_dir))
+    spec = notebook_kernels.plan_kernel(
+        resolved, ImageRef("img", "/opt/dss/env/bin/python"), name="k", state_dir=tmp_path, folders={},
+        owner="host/boot/1/2", worker_uid=1000, worker_gid=1000,
+    )  # fmt: skip
+    ports = {key: 40000 + i for i, key in enumerate(notebook_kernels.PORTS)}
+    create, host = notebook_kernels.docker_arguments(spec, resolved.execution_config, ports)
+    assert sorted(create["ports"]) == sorted(ports.values())
+    assert set(host["port_bindings"].values()) == {("127.0.0.1", port) for port in ports.values()}
+    assert create["user"] != "0" and create["command"][-1] == "/dss/kernel/connection.json"

@@ -1,0 +1,303 @@
+"""Notebook kernels in containers: the Jupyter server on the host, each kernel in its code env's image on
+a docker execution config (DSS's "kernel running in a container"), so kernels do not compete with the
+server for CPU and memory and a user picks the container per notebook.
+
+``dss-airflow notebook kernels install`` writes one kernelspec per (code env with notebook support x local
+docker execution config the project may use), e.g. "Python (pandas) · docker-small". Its ``argv`` is this
+module's launcher, which Jupyter starts with the connection file: the launcher resolves the env's
+*current* image at that moment (a rebuilt image is used at the next kernel start), runs ipykernel in a
+container with the config's limits, as its non-root user, the project at ``/dss/project`` (``lib/`` on
+the path) and ``--folder`` managed folders at ``/dss/folders/<name>`` as ``notebook serve`` does, and
+publishes the five ZMQ ports on 127.0.0.1 only. It stays in the foreground: SIGINT interrupts the kernel,
+SIGTERM or the kernel's shutdown removes the container, and when the Jupyter process that started it dies
+(the launcher watches its parent) it removes the container too. A launcher killed with SIGKILL leaves
+its container to the next launcher's sweep (owner label) or ``dss-airflow gc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dss_airflow.config.resolve import require_notebook_support, resolve_execution
+from dss_airflow.errors import DSSAirflowError
+from dss_airflow.leftovers import OWNER_LABEL, owner_token, sweep_containers
+from dss_airflow.notebook_server import LOOPBACK, docker_config_of, interactive_context
+from dss_airflow.spec import KERNEL_LABEL, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.resolve import ResolvedExecution
+    from dss_airflow.spec import ContainerSpec, ImageRef
+
+KERNEL_PREFIX = "dss-"
+KERNEL_DIR = "/dss/kernel"
+FOLDERS_DIR = "/dss/folders"
+PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+
+
+# ------------------------------------------------------------------------------------------ pure
+def kernel_name(project: str, code_env: str, config: str) -> str:
+    return f"{KERNEL_PREFIX}{project}-{code_env}-{config}".lower()
+
+
+def kernel_targets(catalog: Catalog, project: str | None = None) -> list[ResolvedExecution]:
+    """Every (code env with notebook support, local docker config) the project may use."""
+    found = []
+    for env_name, env in sorted(catalog.code_envs.items()):
+        if not env.notebook:
+            continue
+        for config_name in sorted(catalog.execution_configs):
+            try:
+                resolved = resolve_execution(
+                    catalog, project=project, execution_config=config_name, code_env=env_name
+                )
+                docker_config_of(resolved)
+            except DSSAirflowError:  # not docker, not local, or not permitted to this project
+                continue
+            found.append(resolved)
+    return found
+
+
+def kernelspec(resolved: ResolvedExecution, config_dir: Path, folders: Iterable[str] = ()) -> dict[str, Any]:
+    """The kernel.json of one target: the launcher, with what it resolves at start."""
+    argv = [
+        sys.executable, "-m", "dss_airflow.notebook_kernels", "launch",
+        "--config-dir", str(config_dir), "--project", resolved.project_name,
+        "--code-env", resolved.code_env_name, "--execution-config", resolved.execution_config_name,
+        *(arg for folder in folders for arg in ("--folder", folder)),
+        "{connection_file}",
+    ]  # fmt: skip
+    return {
+        "argv": argv,
+        "display_name": f"Python ({resolved.code_env_name}) · {resolved.execution_config_name}",
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {"dss_airflow": {"project": resolved.project_name, "code_env": resolved.code_env_name,
+                                     "execution_config": resolved.execution_config_name}},
+    }  # fmt: skip
+
+
+def plan_kernel(
+    resolved: ResolvedExecution,
+    image: ImageRef,
+    *,
+    name: str,
+    state_dir: Path,
+    folders: Mapping[str, Path],
+    owner: str,
+    worker_uid: int,
+    worker_gid: int,
+) -> ContainerSpec:
+    """Pure: the kernel's container (ipykernel on the container-side connection file), labelled with the
+    launcher that owns it (``owner``, see leftovers.owner_token)."""
+    mounts = (
+        MountSpec(str(state_dir), KERNEL_DIR),
+        MountSpec(str(resolved.project_root), PROJECT_DIR, read_only=False),
+        *(
+            MountSpec(str(path), f"{FOLDERS_DIR}/{folder}", read_only=False)
+            for folder, path in folders.items()
+        ),
+    )
+    env = {
+        "PYTHONPATH": f"{RUNTIME_DIR}:{PROJECT_DIR}/lib",
+        "DSS_CONTEXT": f"{KERNEL_DIR}/context.json",
+        "HOME": "/tmp",
+    }
+    return code_env_spec(
+        resolved,
+        image,
+        name=name,
+        command=(image.python, "-m", "ipykernel_launcher", "-f", f"{KERNEL_DIR}/connection.json"),
+        mounts=mounts,
+        labels={KERNEL_LABEL: name, OWNER_LABEL: owner},
+        env=env,
+        workdir=PROJECT_DIR,
+        host_result_file=state_dir / "result.json",  # a kernel writes no result; the field is unused
+        worker_uid=worker_uid,
+        worker_gid=worker_gid,
+    )
+
+
+def docker_arguments(
+    spec: ContainerSpec, config: Any, connection: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(create_container, create_host_config) kwargs: the docker backend's mapping, the ZMQ ports
+    published on loopback only."""
+    from dss_airflow.backends.docker import docker_operator_kwargs
+
+    mapped = docker_operator_kwargs(spec, config)
+    ports = [int(connection[key]) for key in PORTS]
+    create = {
+        "image": mapped["image"], "command": mapped["command"], "environment": mapped["environment"],
+        "user": mapped["user"], "working_dir": mapped["working_dir"], "labels": mapped["labels"],
+        "name": mapped["container_name"], "ports": ports, "detach": True,
+    }  # fmt: skip
+    host = {
+        "mounts": mapped["mounts"], "mem_limit": mapped["mem_limit"], "shm_size": mapped["shm_size"],
+        "device_requests": mapped["device_requests"], "network_mode": mapped["network_mode"],
+        "port_bindings": {port: (LOOPBACK, port) for port in ports}, "cap_add": mapped["cap_add"],
+        **mapped["host_config_extras"],
+    }  # fmt: skip
+    return create, host
+
+
+# ------------------------------------------------------------------------------------- kernelspecs
+def kernels_dir(prefix: str | None = None) -> Path:
+    """Where Jupyter looks for kernelspecs: ``PREFIX/share/jupyter/kernels``, else the user's data dir
+    (``$JUPYTER_DATA_DIR``, else ``$XDG_DATA_HOME/jupyter``, as jupyter_core resolves it on Linux)."""
+    if prefix:
+        return Path(prefix) / "share" / "jupyter" / "kernels"
+    data = os.environ.get("JUPYTER_DATA_DIR") or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or "~/.local/share", "jupyter"
+    )
+    return Path(data).expanduser() / "kernels"
+
+
+def install(
+    catalog: Catalog, *, project: str | None = None, folders: Iterable[str] = (), prefix: str | None = None
+) -> list[str]:
+    """Write (or refresh) the kernelspecs, each ``kernel.json`` replaced atomically; returns their names."""
+    folder_names = list(dict.fromkeys(folders))
+    for folder in folder_names:
+        catalog.folder_path(folder)  # an unknown folder is an error now, not at kernel start
+    names = []
+    for resolved in kernel_targets(catalog, project):
+        name = kernel_name(resolved.project_name, resolved.code_env_name, resolved.execution_config_name)
+        directory = kernels_dir(prefix) / name
+        directory.mkdir(parents=True, exist_ok=True)
+        partial = directory / ".kernel.json.partial"
+        spec = kernelspec(resolved, catalog.config_dir, folder_names)
+        partial.write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
+        os.replace(partial, directory / "kernel.json")
+        names.append(name)
+    return names
+
+
+def installed(prefix: str | None = None) -> dict[str, Path]:
+    """dss_airflow's kernelspecs there: name -> directory."""
+    root = kernels_dir(prefix)
+    found = sorted(root.glob(f"{KERNEL_PREFIX}*/kernel.json")) if root.is_dir() else []
+    return {path.parent.name: path.parent for path in found}
+
+
+def remove(names: Iterable[str] = (), *, every: bool = False, prefix: str | None = None) -> list[str]:
+    present = installed(prefix)
+    chosen = sorted(present) if every else [name for name in names if name in present]
+    for name in chosen:
+        shutil.rmtree(present[name])
+    return chosen
+
+
+# ------------------------------------------------------------------------------------------ launch
+def launch(args: argparse.Namespace) -> int:
+    """Run the kernel's container until the kernel ends, its Jupyter dies, or it is told to stop."""
+    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.hooks.docker import docker_client
+    from dss_airflow.images.lookup import image_for
+
+    parent = os.getppid()
+    catalog = get_catalog(args.config_dir)
+    resolved = resolve_execution(
+        catalog, project=args.project, execution_config=args.execution_config, code_env=args.code_env
+    )
+    require_notebook_support(catalog, resolved.code_env_name, what="a containerized kernel")
+    config = docker_config_of(resolved)
+    folders = {name: catalog.folder_path(name) for name in args.folder}
+    created = [path for path in folders.values() if not path.exists()]
+    for path in created:  # a folder nothing wrote to yet is simply empty
+        path.mkdir(parents=True)
+    connection = json.loads(Path(args.connection_file).read_text(encoding="utf-8"))
+    client = docker_client(config=config)
+    sweep_containers(client, [KERNEL_LABEL])  # kernels whose launcher was SIGKILLed
+    image = image_for(catalog, resolved)  # the current image now: a rebuild counts at the next start
+    with tempfile.TemporaryDirectory(prefix="dss-kernel-") as state:
+        state_dir = Path(state)
+        spec = plan_kernel(
+            resolved,
+            image,
+            name=f"dss-kernel-{os.getpid()}-{int(time.time())}",
+            state_dir=state_dir,
+            folders=folders,
+            owner=owner_token(),
+            worker_uid=os.getuid(),
+            worker_gid=os.getgid(),
+        )
+        _write_private(state_dir, spec, connection, folders)
+        _hand_over(spec, created)
+        create, host = docker_arguments(spec, config, connection)
+        container = client.create_container(host_config=client.create_host_config(**host), **create)
+        return _supervise(client, container["Id"], parent)
+
+
+def _write_private(state_dir: Path, spec: ContainerSpec, connection: Mapping[str, Any], folders: Any) -> None:
+    """The container-side connection file (listening on every interface of the container, which Docker
+    publishes on loopback only; 0600, the key is a secret) and the interactive dss_recipe context."""
+    inside = {**connection, "ip": "0.0.0.0", "transport": "tcp"}
+    target = state_dir / "connection.json"
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(inside, handle)
+    (state_dir / "context.json").write_text(json.dumps(interactive_context(folders)), encoding="utf-8")
+    _hand_over(spec, (state_dir, target, state_dir / "context.json"))
+
+
+def _hand_over(spec: ContainerSpec, paths: Iterable[Path]) -> None:
+    """As root, give what the launcher created to the container's non-root user (it writes there)."""
+    if os.getuid() == 0 and spec.user:
+        uid, _, gid = spec.user.partition(":")
+        for path in paths:
+            os.chown(path, int(uid), int(gid or uid))
+
+
+def _supervise(client: Any, container: str, parent: int) -> int:
+    """Start the container and wait for it; every way out removes it."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT:  # Jupyter's interrupt: the kernel's, not ours
+            client.kill(container, signal="SIGINT")
+        else:
+            stopping.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    try:
+        client.start(container)
+        while not stopping:
+            if os.getppid() != parent:  # the Jupyter process that started us is gone
+                break
+            try:
+                return int(client.wait(container, timeout=1)["StatusCode"])
+            except Exception:  # noqa: BLE001 - the wait timed out (requests' ReadTimeout): poll again
+                continue
+        return 143
+    finally:
+        client.remove_container(container, force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dss_airflow.notebook_kernels")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("launch", help="started by Jupyter from a dss_airflow kernelspec")
+    run.add_argument("--config-dir", required=True)
+    run.add_argument("--project", required=True)
+    run.add_argument("--code-env", required=True)
+    run.add_argument("--execution-config", required=True)
+    run.add_argument("--folder", action="append", default=[])
+    run.add_argument("connection_file")
+    return launch(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
