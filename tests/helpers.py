@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 import threading
 from pathlib import Path
@@ -133,3 +134,21 @@ def recipe_run(catalog: Any, config: str, tmp_path: Path, unique: str = "0") -> 
         task_labels={"dss_airflow.dag_id": "d", "dss_airflow.task_id": "t", "dss_airflow.run_id": "r"},
         unique=unique,
     )
+
+
+def notebook_json(*sources: str, parameters: str | None = None, language: str = "python") -> str:
+    """A minimal nbformat 4.5 notebook (python3 or IRkernel's ``ir``); ``parameters`` becomes the cell
+    tagged for papermill."""
+    cells: list[dict[str, Any]] = []
+    if parameters is not None:
+        cells.append({"source": parameters, "metadata": {"tags": ["parameters"]}})
+    cells += [{"source": source, "metadata": {}} for source in sources]
+    for index, cell in enumerate(cells):
+        cell.update(cell_type="code", id=f"cell-{index}", execution_count=None, outputs=[])
+    kernel = (
+        {"name": "ir", "display_name": "R", "language": "R"}
+        if language == "R"
+        else {"name": "python3", "display_name": "Python 3", "language": "python"}
+    )
+    notebook = {"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
+    return json.dumps(notebook)

@@ -23,7 +23,7 @@ from dss_airflow.config.loader import load_catalog
 from dss_airflow.errors import ExecutionError
 from dss_airflow.notebook_server import SERVER_LABEL, free_port, serve, servers_dir
 from dss_airflow.operators.notebook import DSSNotebookOperator
-from tests.helpers import EXAMPLE_CONFIG, fake_context, leftover_staging, write_config
+from tests.helpers import EXAMPLE_CONFIG, fake_context, leftover_staging, notebook_json, write_config
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,22 +51,8 @@ CONFIG = """
 EXAMPLE_PROJECT = EXAMPLE_CONFIG.parent / "demo_project"
 
 
-def notebook(*sources: str, parameters: str | None = None) -> str:
-    """A minimal nbformat 4.5 notebook; ``parameters`` becomes the cell tagged for papermill."""
-    cells: list[dict[str, Any]] = []
-    if parameters is not None:
-        cells.append({"source": parameters, "metadata": {"tags": ["parameters"]}})
-    cells += [{"source": source, "metadata": {}} for source in sources]
-    for index, cell in enumerate(cells):
-        cell.update(cell_type="code", id=f"cell-{index}", execution_count=None, outputs=[])
-    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    return json.dumps(
-        {"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
-    )
-
-
 NOTEBOOKS = {
-    "notebooks/double.ipynb": notebook(
+    "notebooks/double.ipynb": notebook_json(
         "from helpers import double  # the project's lib/\n"
         "import dss_recipe\n"
         "value = double(x)\n"
@@ -75,7 +61,7 @@ NOTEBOOKS = {
         "dss_recipe.set_result({'value': value, 'params': dss_recipe.params()})",
         parameters="x = 1\nlabel = 'default'",
     ),
-    "notebooks/fails.ipynb": notebook(
+    "notebooks/fails.ipynb": notebook_json(
         "import dss_recipe\n(dss_recipe.output_dir('reports') / 'partial.txt').write_text('half')",
         "def ratio():\n    return 1 / 0\nratio()",
         "print('never printed')",

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
 import pytest
 
 from dss_airflow.errors import ExecutionError
 from dss_airflow.operators.recipe import DSSContainerRecipeOperator
-from tests.helpers import fake_context, leftover_staging, make_project, write_config
+from tests.helpers import fake_context, leftover_staging, make_project, notebook_json, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -40,24 +39,13 @@ CONFIG = """
 """
 
 
-def r_notebook(*sources: str, parameters: str) -> str:
-    """An nbformat 4.5 notebook saved with IRkernel (kernelspec ``ir``), its first cell tagged parameters."""
-    cells: list[dict[str, Any]] = [{"source": parameters, "metadata": {"tags": ["parameters"]}}]
-    cells += [{"source": source, "metadata": {}} for source in sources]
-    for index, cell in enumerate(cells):
-        cell.update(cell_type="code", id=f"cell-{index}", execution_count=None, outputs=[])
-    kernel = {"name": "ir", "display_name": "R", "language": "R"}
-    return json.dumps(
-        {"cells": cells, "metadata": {"kernelspec": kernel}, "nbformat": 4, "nbformat_minor": 5}
-    )
-
-
 RECIPES = {
-    "notebooks/double.ipynb": r_notebook(
+    "notebooks/double.ipynb": notebook_json(
         "value <- x * 2\ncat(sprintf('%s: %d\\n', label, value))",
         "writeLines(as.character(value), file.path(output_dir('reports'), 'value.txt'))\n"
         "set_result(list(value = value, uid = as.integer(system('id -u', intern = TRUE))))",
         parameters="x <- 1\nlabel <- 'default'",
+        language="R",
     ),
     "recipes/summarise.R": """
         orders <- jsonlite::fromJSON(file.path(input_path("raw"), "orders.json"))
