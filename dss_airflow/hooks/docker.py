@@ -110,20 +110,40 @@ def daemon_unreachable(
     )
 
 
+def _target(docker_host: str, config: DockerExecutionConfig | None) -> tuple[str, Any, str | None]:
+    """(host, TLSConfig or False, TLS directory for messages) of a daemon, from ``config`` when given."""
+    if config is None:
+        return docker_host, False, None
+    tls = tls_config(config)
+    return config.docker_host, tls, config.tls_cert_dir if tls else None
+
+
+def _sdk_client(
+    docker_host: str, tls: Any, config_name: str | None, tls_dir: str | None, *, version: str
+) -> docker.APIClient:
+    """The docker SDK's client, pinged within PING_TIMEOUT_S; its failure translated into a
+    DaemonUnreachableError naming the reason."""
+    import docker.errors
+    import requests.exceptions
+
+    failures = (requests.exceptions.RequestException, docker.errors.DockerException, OSError)
+    client = None
+    try:
+        client = docker.APIClient(base_url=docker_host, version=version, tls=tls, timeout=PING_TIMEOUT_S)
+        client.ping()
+    except failures as exc:
+        if client is not None:
+            client.close()
+        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+    return client
+
+
 def _ping(docker_host: str, tls: Any, config_name: str | None, tls_dir: str | None) -> None:
     """Why a daemon cannot be used: the hook's own failure only says "failed to connect", so a client at
     the oldest API version (no negotiation) pings it, and its error is translated."""
-    import docker.errors
-    import requests.exceptions
     from docker.constants import MINIMUM_DOCKER_API_VERSION
 
-    try:
-        with docker.APIClient(
-            base_url=docker_host, version=MINIMUM_DOCKER_API_VERSION, tls=tls, timeout=PING_TIMEOUT_S
-        ) as probe:
-            probe.ping()
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
-        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+    _sdk_client(docker_host, tls, config_name, tls_dir, version=MINIMUM_DOCKER_API_VERSION).close()
 
 
 def docker_hook(
@@ -141,13 +161,9 @@ def docker_hook(
     from airflow.providers.docker.hooks.docker import DockerHook
     from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
-    tls, tls_dir = False, None
-    if config is not None:
-        tls = tls_config(config)
-        tls_dir = config.tls_cert_dir if tls else None
-        docker_host = config.docker_host
-        if conn_id is None and config.registry is not None:
-            conn_id = config.registry.connection_id
+    docker_host, tls, tls_dir = _target(docker_host, config)
+    if conn_id is None and config is not None and config.registry is not None:
+        conn_id = config.registry.connection_id
     hook = DockerHook(
         docker_conn_id=conn_id, base_url=docker_host, version="auto", timeout=PING_TIMEOUT_S, tls=tls
     )
@@ -173,22 +189,12 @@ def docker_client(
     registry connection it is the hook's, logged in; without one the hook would add nothing but the
     Airflow import (~1 s for a CLI command), so it is the docker SDK's client with the same TLS and API
     version negotiation."""
-    import docker.errors
-    import requests.exceptions
-
     if conn_id is not None or (config is not None and config.registry is not None):
         hook = docker_hook(
             docker_host, config=config, config_name=config_name, conn_id=conn_id, timeout=timeout
         )
         return hook.api_client
-    tls: Any = False
-    if config is not None:
-        tls, docker_host = tls_config(config), config.docker_host
-    try:
-        client = docker.APIClient(base_url=docker_host, version="auto", tls=tls, timeout=PING_TIMEOUT_S)
-        client.ping()
-    except (requests.exceptions.RequestException, docker.errors.DockerException, OSError) as exc:
-        tls_dir = config.tls_cert_dir if config is not None and tls else None
-        raise daemon_unreachable(config_name, docker_host, exc, tls_dir=tls_dir) from exc
+    docker_host, tls, tls_dir = _target(docker_host, config)
+    client = _sdk_client(docker_host, tls, config_name, tls_dir, version="auto")
     client.timeout = timeout
     return client
