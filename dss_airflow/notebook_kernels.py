@@ -30,13 +30,19 @@ from typing import TYPE_CHECKING, Any
 from dss_airflow.config.resolve import require_notebook_support, resolve_execution
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.leftovers import OWNER_LABEL, owner_token, sweep_containers
-from dss_airflow.notebook_server import LOOPBACK, docker_config_of, interactive_context
+from dss_airflow.notebook_server import (
+    docker_config_of,
+    hand_over,
+    interactive_context,
+    loopback_docker_arguments,
+)
 from dss_airflow.spec import KERNEL_LABEL, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from dss_airflow.config.catalog import Catalog
+    from dss_airflow.config.models import DockerExecutionConfig
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.spec import ContainerSpec, ImageRef
 
@@ -130,26 +136,12 @@ def plan_kernel(
 
 
 def docker_arguments(
-    spec: ContainerSpec, config: Any, connection: Mapping[str, Any]
+    spec: ContainerSpec, config: DockerExecutionConfig, connection: Mapping[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(create_container, create_host_config) kwargs: the docker backend's mapping, the ZMQ ports
-    published on loopback only."""
-    from dss_airflow.backends.docker import docker_operator_kwargs
-
-    mapped = docker_operator_kwargs(spec, config)
+    """(create_container, create_host_config) kwargs: the five ZMQ ports of the connection file, each
+    published on loopback under its own number."""
     ports = [int(connection[key]) for key in PORTS]
-    create = {
-        "image": mapped["image"], "command": mapped["command"], "environment": mapped["environment"],
-        "user": mapped["user"], "working_dir": mapped["working_dir"], "labels": mapped["labels"],
-        "name": mapped["container_name"], "ports": ports, "detach": True,
-    }  # fmt: skip
-    host = {
-        "mounts": mapped["mounts"], "mem_limit": mapped["mem_limit"], "shm_size": mapped["shm_size"],
-        "device_requests": mapped["device_requests"], "network_mode": mapped["network_mode"],
-        "port_bindings": {port: (LOOPBACK, port) for port in ports}, "cap_add": mapped["cap_add"],
-        **mapped["host_config_extras"],
-    }  # fmt: skip
-    return create, host
+    return loopback_docker_arguments(spec, config, {port: port for port in ports})
 
 
 # ------------------------------------------------------------------------------------- kernelspecs
@@ -234,7 +226,7 @@ def launch(args: argparse.Namespace) -> int:
             worker_gid=os.getgid(),
         )
         _write_private(state_dir, spec, connection, folders)
-        _hand_over(spec, created)
+        hand_over(spec, created)
         create, host = docker_arguments(spec, config, connection)
         container = client.create_container(host_config=client.create_host_config(**host), **create)
         return _supervise(client, container["Id"], parent)
@@ -249,15 +241,7 @@ def _write_private(state_dir: Path, spec: ContainerSpec, connection: Mapping[str
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(inside, handle)
     (state_dir / "context.json").write_text(json.dumps(interactive_context(folders)), encoding="utf-8")
-    _hand_over(spec, (state_dir, target, state_dir / "context.json"))
-
-
-def _hand_over(spec: ContainerSpec, paths: Iterable[Path]) -> None:
-    """As root, give what the launcher created to the container's non-root user (it writes there)."""
-    if os.getuid() == 0 and spec.user:
-        uid, _, gid = spec.user.partition(":")
-        for path in paths:
-            os.chown(path, int(uid), int(gid or uid))
+    hand_over(spec, (state_dir, target, state_dir / "context.json"))
 
 
 def _supervise(client: Any, container: str, parent: int) -> int:

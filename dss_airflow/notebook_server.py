@@ -180,9 +180,18 @@ def plan_server(
 
 
 def docker_arguments(server: NotebookServer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Pure: (``create_container`` kwargs, ``create_host_config`` kwargs) from the docker backend's
-    mapping of a spec (mounts, memory, hard CPU limit, shm, runtime, GPUs), published on loopback only."""
-    mapped = docker_operator_kwargs(server.spec, server.config)
+    """Pure: (``create_container`` kwargs, ``create_host_config`` kwargs) of the server, published on
+    loopback only."""
+    return loopback_docker_arguments(server.spec, server.config, {CONTAINER_PORT: server.port})
+
+
+def loopback_docker_arguments(
+    spec: ContainerSpec, config: DockerExecutionConfig, published: Mapping[int, int]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pure: the docker backend's mapping of a spec (mounts, memory, hard CPU limit, shm, runtime, GPUs,
+    hardening) as ``create_container``/``create_host_config`` kwargs, each container port of
+    ``published`` bound to its host port on 127.0.0.1 only (notebook servers and kernels)."""
+    mapped = docker_operator_kwargs(spec, config)
     create = {
         "image": mapped["image"],
         "command": mapped["command"],
@@ -191,7 +200,7 @@ def docker_arguments(server: NotebookServer) -> tuple[dict[str, Any], dict[str, 
         "working_dir": mapped["working_dir"],
         "labels": mapped["labels"],
         "name": mapped["container_name"],
-        "ports": [CONTAINER_PORT],
+        "ports": list(published),
         "detach": True,
     }
     host = {
@@ -200,7 +209,7 @@ def docker_arguments(server: NotebookServer) -> tuple[dict[str, Any], dict[str, 
         "shm_size": mapped["shm_size"],
         "device_requests": mapped["device_requests"],
         "network_mode": mapped["network_mode"],
-        "port_bindings": {CONTAINER_PORT: (LOOPBACK, server.port)},
+        "port_bindings": {inside: (LOOPBACK, outside) for inside, outside in published.items()},
         "cap_add": mapped["cap_add"],
         **mapped["host_config_extras"],  # init, CPU limit, runtime and the config's hardening
     }
@@ -237,9 +246,14 @@ def _write_private(server: NotebookServer, token: str, folders: Iterable[str]) -
         "project": labels[f"{LABEL_PREFIX}.project"],
     }
     (directory / "server.json").write_text(json.dumps(record), encoding="utf-8")
-    if os.getuid() == 0 and server.spec.user:  # as root, hand them to the container's non-root user
-        uid, _, gid = server.spec.user.partition(":")
-        for path in (directory, token_file, directory / "context.json"):
+    hand_over(server.spec, (directory, token_file, directory / "context.json"))
+
+
+def hand_over(spec: ContainerSpec, paths: Iterable[Path]) -> None:
+    """As root, give files the container reads or writes to its non-root user (the spec's ``uid:gid``)."""
+    if os.getuid() == 0 and spec.user:
+        uid, _, gid = spec.user.partition(":")
+        for path in paths:
             os.chown(path, int(uid), int(gid or uid))
 
 

@@ -403,7 +403,10 @@ def test_a_kernel_publishes_its_five_ports_on_loopback_only(config_dir, tmp_path
         owner="host/boot/1/2", worker_uid=1000, worker_gid=1000,
     )  # fmt: skip
     ports = {key: 40000 + i for i, key in enumerate(notebook_kernels.PORTS)}
-    create, host = notebook_kernels.docker_arguments(spec, resolved.execution_config, ports)
+    from dss_airflow.notebook_server import docker_config_of
+
+    config = docker_config_of(resolved)
+    create, host = notebook_kernels.docker_arguments(spec, config, ports)
     assert sorted(create["ports"]) == sorted(ports.values())
     assert set(host["port_bindings"].values()) == {("127.0.0.1", port) for port in ports.values()}
     assert create["user"] != "0" and create["command"][-1] == "/dss/kernel/connection.json"
