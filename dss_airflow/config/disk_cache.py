@@ -48,14 +48,18 @@ def cached_parse(key: str) -> tuple[Any, Any, Any, Any] | None:
 def store_parse(key: str, parse: tuple[Any, Any, Any, Any]) -> None:
     """Best effort: a parse holding values marshal cannot write (YAML dates) is simply not cached."""
     try:
-        payload = marshal.dumps(parse)
-        directory = parse_cache_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = directory / f".{key}.{os.getpid()}"
-        tmp.write_bytes(payload)
-        os.replace(tmp, directory / key)
+        _store(parse_cache_dir(), key, marshal.dumps(parse))
     except (OSError, ValueError):
         return
+
+
+def _store(directory: Path, key: str, payload: bytes) -> None:
+    """``directory/key`` written atomically and privately (0600 in a 0700 directory)."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=directory)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(payload)
+    os.replace(tmp, directory / key)
 
 
 # ------------------------------------------------------------------------------ validated catalogs
@@ -128,16 +132,12 @@ def cached_catalog(key: str) -> Catalog | None:
 
 
 def store_catalog(key: str, catalog: Catalog, requirement_files: tuple[Path, ...]) -> None:
-    """Best effort, atomic, private (0600 in a 0700 directory)."""
+    """Best effort; the oldest entries beyond CATALOG_CACHE_KEEP are removed."""
     try:
         digests = [(str(p), hashlib.sha256(p.read_bytes()).hexdigest()) for p in requirement_files]
         payload = pickle.dumps((replace(catalog, fingerprint=()), digests), protocol=pickle.HIGHEST_PROTOCOL)
         directory = catalog_cache_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=directory)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(tmp, directory / key)
+        _store(directory, key, payload)
         kept = sorted(directory.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
         for stale in kept[CATALOG_CACHE_KEEP:]:
             stale.unlink(missing_ok=True)

@@ -95,7 +95,6 @@ def _build_from_dockerfile(
     force: bool,
     progress: ProgressCallback,
 ) -> str:
-
     ca = ca_path.read_bytes() if ca_path and ca_path.is_file() else None
     with tempfile.TemporaryDirectory(prefix="dss-base-") as staging:
         cuda_tree = Path(staging) / "cuda"
@@ -109,7 +108,7 @@ def _build_from_dockerfile(
             base,
             dockerfile,
             ca,
-            cuda_tree if extra else None,
+            cuda_tree if base.cuda is not None else None,
             docker_url=docker_url,
             force=force,
             progress=progress,

@@ -110,7 +110,7 @@ def main() -> int:
     check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
     if check.returncode != 0:
         failures.append("pip check: " + (check.stdout + check.stderr).strip())
-    r_loaded = r_library_problems(failures)
+    r_loaded = load_r_packages(failures)
     summary = {"imported": imported, "optional_missing": optional, "failures": failures}
     if r_loaded:
         summary["r_loaded"] = r_loaded
@@ -118,8 +118,9 @@ def main() -> int:
     return 1 if failures else 0
 
 
-def r_library_problems(failures: List[str]) -> List[str]:
-    """``library()`` of every R package the env declares (none: nothing to do); failures appended."""
+def load_r_packages(failures: List[str]) -> List[str]:
+    """``library()`` of every R package the env declares (none: nothing to do): the names that loaded;
+    each failure appended to ``failures``."""
     if not os.path.exists(R_PACKAGES):
         return []
     with open(R_PACKAGES, encoding="utf-8") as handle:
