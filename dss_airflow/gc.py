@@ -38,7 +38,8 @@ class Swept:
 
 def sweep_all(catalog: Catalog, *, dry_run: bool = False, foreign_after_s: float = FOREIGN_AFTER_S) -> Swept:
     """Remove what dead tries left everywhere this host can see; daemons that do not answer are listed."""
-    from dss_airflow.hooks.docker import docker_client
+    from dss_airflow.hooks.docker import BUILD_CONTAINER_LABEL, docker_client
+    from dss_airflow.settings import build_docker_host
 
     swept = Swept()
     roots = []
@@ -49,17 +50,21 @@ def sweep_all(catalog: Catalog, *, dry_run: bool = False, foreign_after_s: float
     swept.directories = sweep_directories(
         run_dirs() + staging_runs(roots), foreign_after_s=foreign_after_s, dry_run=dry_run
     )
-    seen: set[str] = set()
-    for name, config in sorted(catalog.execution_configs.items()):
-        if not isinstance(config, DockerExecutionConfig) or config.docker_host in seen:
-            continue
-        seen.add(config.docker_host)
+    daemons: dict[str, tuple[str | None, DockerExecutionConfig | None]] = {build_docker_host(): (None, None)}
+    for name, execution_config in sorted(catalog.execution_configs.items()):
+        if (
+            isinstance(execution_config, DockerExecutionConfig)
+            and execution_config.docker_host not in daemons
+        ):
+            daemons[execution_config.docker_host] = (name, execution_config)
+    for docker_host, (config_name, config) in daemons.items():
         try:
-            client = docker_client(config=config, config_name=name)
+            client = docker_client(docker_host, config=config, config_name=config_name)
         except DSSAirflowError as exc:
             swept.unreachable.append(str(exc))
             continue
         with contextlib.closing(client):
-            for label in (f"{LABEL_PREFIX}.dag_id", KERNEL_LABEL):  # task containers, notebook kernels
+            # task containers, notebook kernels, image builds (builder, R lock, smoke test)
+            for label in (f"{LABEL_PREFIX}.dag_id", KERNEL_LABEL, BUILD_CONTAINER_LABEL):
                 swept.containers += sweep_containers(client, [label], dry_run=dry_run)
     return swept

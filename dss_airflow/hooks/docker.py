@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ConfigError, DaemonUnreachableError
+from dss_airflow.leftovers import OWNER_LABEL, owner_token
 from dss_airflow.settings import LOCAL_DOCKER_HOST
 
 if TYPE_CHECKING:
@@ -198,3 +199,33 @@ def docker_client(
     client = _sdk_client(docker_host, tls, config_name, tls_dir, version="auto")
     client.timeout = timeout
     return client
+
+
+#: Label of the short-lived containers of image builds (builder, R lock, smoke test): swept when their
+#: owner died (``dss-airflow gc``).
+BUILD_CONTAINER_LABEL = "dss_airflow.kind=builder"
+
+
+def run_to_end(
+    api: docker.APIClient,
+    image: str,
+    command: list[str],
+    *,
+    labels: dict[str, str] | None = None,
+    **create: Any,
+) -> tuple[int, str]:
+    """Run a short-lived build container to its end: (exit code, output). It carries the build label and
+    this process as owner, so a sweep removes it if the process dies before its ``finally``."""
+    key, _, value = BUILD_CONTAINER_LABEL.partition("=")
+    container = api.create_container(
+        image=image,
+        command=command,
+        labels={**(labels or {}), key: value, OWNER_LABEL: owner_token()},
+        **create,
+    )
+    try:
+        api.start(container["Id"])
+        code = int(api.wait(container["Id"])["StatusCode"])
+        return code, api.logs(container["Id"]).decode("utf-8", errors="replace")
+    finally:
+        api.remove_container(container["Id"], force=True)

@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import ImageBuildError
-from dss_airflow.hooks.docker import docker_client
+from dss_airflow.hooks.docker import BUILD_CONTAINER_LABEL, docker_client, run_to_end
 from dss_airflow.images.envbuild import (
     CACHE_IN_BUILDER,
     CONTEXT_IN_BUILDER,
     ENV_PYTHON,
+    R_LOCK_IN_CONTEXT,
     RUNTIME_IN_BUILDER,
     UV_IN_BUILDER,
     commit_changes,
@@ -33,6 +34,8 @@ from dss_airflow.images.envbuild import (
     update_script,
 )
 from dss_airflow.images.ledger import now
+from dss_airflow.images.rlock import r_names
+from dss_airflow.leftovers import OWNER_LABEL, owner_token
 from dss_airflow.spec import HOST_RUNTIME_DIR, RUNTIME_DIR
 
 if TYPE_CHECKING:
@@ -104,6 +107,8 @@ class DockerBuilder:
         with tempfile.TemporaryDirectory(prefix="dss-env-build-") as context_dir:
             context = Path(context_dir)
             (context / "requirements.lock").write_text(lock.text, encoding="utf-8")
+            if lock.r_text:
+                (context / R_LOCK_IN_CONTEXT).write_text(lock.r_text, encoding="utf-8")
             init_name = None
             if resources_path is not None and env.resources.mode == "copy":
                 shutil.copytree(resources_path, context / "resources", symlinks=True)
@@ -116,17 +121,22 @@ class DockerBuilder:
                     base_python=base.python,
                     resources_mode=env.resources.mode,
                     init_script_name=init_name,
-                    r_packages=env.r_packages_to_install,
+                    r_names=r_names(env.r_packages_to_install) if env.r_packages_to_install else (),
                     index_url=base.pip_index_url,
                     cran_url=base.cran_url,
                 )
             else:
                 script = update_script(removed=parent.removed, index_url=base.pip_index_url)
+            build_key, _, build_value = BUILD_CONTAINER_LABEL.partition("=")
             container = api.create_container(
                 image=parent.tag if parent else inputs.base_digest,
                 command=["sh", "-c", script],
                 user="0",
-                labels={"dss_airflow.kind": "builder", "dss_airflow.code_env": target.env},
+                labels={
+                    "dss_airflow.code_env": target.env,
+                    build_key: build_value,
+                    OWNER_LABEL: owner_token(),
+                },
                 host_config=api.create_host_config(
                     mounts=[
                         Mount(UV_IN_BUILDER, str(find_uv_bin()), type="bind", read_only=True),
@@ -193,20 +203,16 @@ class DockerBuilder:
     ) -> None:
         from docker.types import Mount
 
-        container = api.create_container(
-            image=image_id,
-            command=[ENV_PYTHON, f"{RUNTIME_DIR}/smoke.py"],
+        code, output = run_to_end(
+            api,
+            image_id,
+            [ENV_PYTHON, f"{RUNTIME_DIR}/smoke.py"],
             environment={"DSS_SMOKE_CHANGED": ",".join(changed)} if changed is not None else None,
             host_config=api.create_host_config(
                 mounts=[Mount(RUNTIME_DIR, str(HOST_RUNTIME_DIR), type="bind", read_only=True)], init=True
             ),
         )
-        try:
-            api.start(container["Id"])
-            code = api.wait(container["Id"])["StatusCode"]
-            output = api.logs(container["Id"]).decode("utf-8", errors="replace").strip()
-        finally:
-            api.remove_container(container["Id"], force=True)
+        output = output.strip()
         with log_file.open("a", encoding="utf-8") as handle:
             handle.write(f"--- smoke test of {tag}: exit {code}\n{output}\n")
         self.progress("smoke", tag, output.splitlines()[-1] if output else f"exit {code}")

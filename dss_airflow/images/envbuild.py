@@ -8,7 +8,6 @@ tools and caches never enter the image, and a rebuild after one package change d
 
 from __future__ import annotations
 
-import re
 import shlex
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,8 @@ RUNTIME_IN_BUILDER = f"{BUILD_DIR}/runtime"
 #: In images with R packages: their names (what the smoke test loads) and installed versions.
 R_PACKAGES_FILE = "/opt/dss/r-packages.txt"
 R_LOCK_FILE = "/opt/dss/r-packages.lock"
-_R_PACKAGE = re.compile(r"^[A-Za-z][A-Za-z0-9.]*$")
+#: The R lock's name in the build context.
+R_LOCK_IN_CONTEXT = "r-packages.lock"
 
 
 def _header() -> list[str]:
@@ -57,7 +57,7 @@ def install_script(
     base_python: str,
     resources_mode: str = "none",
     init_script_name: str | None = None,
-    r_packages: Sequence[str] = (),
+    r_names: Sequence[str] = (),
     index_url: str | None = None,
     cran_url: str | None = None,
 ) -> str:
@@ -73,8 +73,8 @@ def install_script(
         f" | tar -C {RUNTIME_DIR} -xf -",
         f"chmod -R a+rX {RUNTIME_DIR}",
     ]
-    if r_packages:
-        lines += r_install_lines(r_packages, cran_url)
+    if r_names:
+        lines += r_install_lines(r_names, cran_url)
     if resources_mode == "copy":
         lines.append(f"cp -a {CONTEXT_IN_BUILDER}/resources {RESOURCES_DIR}")
     elif resources_mode == "init_script":
@@ -91,44 +91,55 @@ def install_script(
     return "\n".join(lines) + "\n"
 
 
-def r_install_lines(r_packages: Sequence[str], cran_url: str | None) -> list[str]:
-    """R packages, with jsonlite for dss_recipe.R: from a CRAN (or Posit) mirror with ``install.packages``
-    when the base image names one, else the distribution's ``r-cran-<name>`` packages (Debian ships about a
-    thousand), a name it lacks failing the build with that name. The installed versions are recorded in
-    the image, and the smoke test ``library()``s each package."""
-    bad = [p for p in r_packages if not _R_PACKAGE.match(p)]
-    if bad:
-        raise ValueError(f"invalid R package names: {', '.join(bad)}")
-    names = sorted({"jsonlite", *r_packages}, key=str.lower)
-    listed = " ".join(names)
-    record = [f"printf '%s\\n' {listed} > {R_PACKAGES_FILE}"]
+def r_install_lines(names: Sequence[str], cran_url: str | None) -> list[str]:
+    """Install the R lock (``r-packages.lock`` in the context, see :mod:`~dss_airflow.images.rlock`)
+    exactly: apt pins from the distribution, or each locked version from the CRAN mirror (current or
+    archived), checked after install. The lock and the names (what the smoke test ``library()``s) are
+    recorded in the image."""
+    lock = f"{CONTEXT_IN_BUILDER}/{R_LOCK_IN_CONTEXT}"
+    record = [f"cp {lock} {R_LOCK_FILE}", f"printf '%s\\n' {' '.join(names)} > {R_PACKAGES_FILE}"]
     if cran_url:
-        vector = ", ".join(f'"{name}"' for name in names)
-        install = f'install.packages(c({vector}), repos = "{cran_url}")'
-        versions = f'v <- installed.packages()[c({vector}), "Version"]; writeLines(paste0(names(v), "==", v))'
-        return [
-            f"Rscript -e {shlex.quote(install)}",
-            f"Rscript -e {shlex.quote(versions)} > {R_LOCK_FILE}",
-            *record,
-        ]
-    debs = " ".join(f"r-cran-{name.lower()}" for name in names)
+        return [f"Rscript -e {shlex.quote(_cran_install(lock, cran_url))}", *record]
     return [
         "apt-get update -qq",
-        'missing=""',
-        f"for name in {listed}; do",
-        '  deb="r-cran-$(printf %s "$name" | tr A-Z a-z)"',
-        '  apt-cache show "$deb" >/dev/null 2>&1 || missing="$missing $name ($deb)"',
-        "done",
-        'if [ -n "$missing" ]; then',
-        '  echo "dss-airflow: R packages not in the distribution:$missing. Check the names, or set cran_url'
-        ' on the base image to install from a CRAN mirror" >&2',
+        "if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends"
+        f" $(cat {lock}); then",
+        '  echo "dss-airflow: the locked R packages could not be installed (above). If apt says a version'
+        " was not found, the distribution has moved on: re-resolve the lock with"
+        ' \\`dss-airflow images build --refresh\\`" >&2',
         "  exit 3",
         "fi",
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends {debs}",
         "rm -rf /var/lib/apt/lists/*",
-        f"dpkg-query -W -f='${{Package}}==${{Version}}\\n' {debs} > {R_LOCK_FILE}",
         *record,
     ]
+
+
+def _cran_install(lock: str, cran_url: str) -> str:
+    """R: install each locked ``name==version`` not installed at that version, in the lock's order
+    (dependencies first), from the mirror's current packages or its Archive/, and check the result."""
+    return f"""
+repo <- "{cran_url}"
+fetch <- function(p, v) {{
+  file <- file.path(tempdir(), sprintf("%s_%s.tar.gz", p, v))
+  urls <- c(sprintf("%s/src/contrib/%s_%s.tar.gz", repo, p, v),
+            sprintf("%s/src/contrib/Archive/%s/%s_%s.tar.gz", repo, p, p, v))
+  for (url in urls) {{
+    ok <- tryCatch(download.file(url, file, quiet = TRUE) == 0, error = function(e) FALSE,
+                   warning = function(w) FALSE)
+    if (ok) return(file)
+  }}
+  stop(sprintf("R package %s %s is neither current nor archived at %s: re-resolve the lock with ",
+               p, v, repo), "`dss-airflow images build --refresh`", call. = FALSE)
+}}
+for (line in readLines("{lock}")) {{
+  pin <- strsplit(line, "==", fixed = TRUE)[[1]]
+  have <- installed.packages()[, "Version"]
+  if (!is.na(have[pin[1]]) && have[[pin[1]]] == pin[2]) next
+  install.packages(fetch(pin[1], pin[2]), repos = NULL, type = "source")
+  got <- tryCatch(as.character(packageVersion(pin[1])), error = function(e) "nothing")
+  if (got != pin[2]) stop(sprintf("installing R package %s %s gave %s", pin[1], pin[2], got), call. = FALSE)
+}}
+"""
 
 
 def update_script(*, removed: Sequence[str], index_url: str | None = None) -> str:

@@ -3,11 +3,13 @@
 Two levels, so drift is explicit rather than silent:
 
 * ``spec_hash``: python version + package lines + target platform. A change means "re-resolve".
-* ``build_hash``: base image *digest* (not tag) + lock content + R packages + resources (mode and content)
-  + the build template version. A change means "rebuild". The image tag is ``<env>-<build_hash[:12]>``.
+* ``build_hash``: base image *digest* (not tag) + lock content (Python and R) + R package names + resources
+  (mode and content) + the build template version. A change means "rebuild". The image tag is
+  ``<env>-<build_hash[:12]>``.
 
-Locks are resolved once per spec with ``uv pip compile`` for the image's platform and stored, then reused by
-every execution config (and every rebuild) of the env. Credentials never enter any hash.
+Python locks are resolved once per spec with ``uv pip compile`` for the image's platform, R locks once per
+(names, base digest, source) (:mod:`~dss_airflow.images.rlock`); both are stored, then reused by every
+execution config (and every rebuild) of the env. Credentials never enter any hash.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ PLATFORM = "x86_64-manylinux_2_28"
 IMAGE_REPOSITORY = "dss-code-envs"
 
 
-def _sha256(data: str | bytes) -> str:
+def sha256_of(data: str | bytes) -> str:
+    """Hex sha256 of text (UTF-8) or bytes: the one hash of locks and build inputs."""
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
@@ -42,7 +45,7 @@ def spec_hash(python: str, requirements: Sequence[str], r_packages: Sequence[str
     payload = {"python": python, "requirements": sorted(set(requirements)), "platform": PLATFORM}
     if r_packages:
         payload["r"] = sorted(set(r_packages))
-    return _sha256(json.dumps(payload, sort_keys=True))
+    return sha256_of(json.dumps(payload, sort_keys=True))
 
 
 def tree_digest(path: Path) -> str:
@@ -78,9 +81,11 @@ class BuildInputs:
     resources_digest: str | None = None
     template_version: int = TEMPLATE_VERSION
     runtime_digest: str | None = None
+    #: The R lock's sha256; None for an env without R packages (so their hashes predate R locks).
+    r_lock_sha256: str | None = None
 
     def build_hash(self) -> str:
-        payload = {
+        payload: dict[str, object] = {
             "base_digest": self.base_digest,
             "lock_sha256": self.lock_sha256,
             "r_packages": sorted(self.r_packages),
@@ -88,7 +93,9 @@ class BuildInputs:
             "template_version": self.template_version,
             "runtime": self.runtime_digest,
         }
-        return _sha256(json.dumps(payload, sort_keys=True))
+        if self.r_lock_sha256 is not None:
+            payload["r_lock"] = self.r_lock_sha256
+        return sha256_of(json.dumps(payload, sort_keys=True))
 
     def changes_from(self, previous: BuildInputs | None) -> list[str]:
         """Why an image with these inputs differs from one built with ``previous`` (for plans and logs)."""
@@ -101,6 +108,8 @@ class BuildInputs:
             reasons.append("base image changed")
         if previous.r_packages != self.r_packages:
             reasons.append("R packages changed")
+        elif previous.r_lock_sha256 != self.r_lock_sha256:
+            reasons.append("resolved R packages changed")
         if (previous.resources_mode, previous.resources_digest) != (
             self.resources_mode,
             self.resources_digest,
@@ -119,14 +128,19 @@ def image_tag(env_name: str, build_hash: str) -> str:
 
 @dataclass(frozen=True)
 class Lock:
-    """A resolved package list: exact pins for the image's platform and python."""
+    """A resolved package list: exact pins for the image's platform and python, and of its R packages."""
 
     spec_hash: str
     text: str
+    r_text: str = ""  # the R lock (:mod:`~dss_airflow.images.rlock`), empty without R packages
 
     @property
     def sha256(self) -> str:
-        return _sha256(self.text)
+        return sha256_of(self.text)
+
+    @property
+    def r_sha256(self) -> str | None:
+        return sha256_of(self.r_text) if self.r_text else None
 
     @property
     def distributions(self) -> list[str]:

@@ -318,6 +318,12 @@ def plan_in_cluster(planner: Planner, target: Target, push_secret: str | None = 
             f"{target}: name the dockerconfigjson secret that may push to {config.registry.url} "
             "(--push-secret, or image_pull_secrets on the config)"
         )
+    if planner.catalog.code_envs[target.env].r_packages_to_install:
+        raise DSSAirflowError(
+            f"{target}: in-cluster builds do not install R packages (their lock is resolved in a container "
+            "of the base image): build it on a Docker daemon, `dss-airflow images build "
+            f"{target.env} --config {target.config}`, which pushes to the config's registry"
+        )
     base = planner.base_of(target.config)
     lock = planner.lock_of(target)
     inputs = planner.inputs(target, lock.sha256, base_digest=base.image)

@@ -56,6 +56,7 @@ class ImageRecord:
     r_packages: tuple[str, ...] = ()
     template_version: int = 1
     runtime_digest: str | None = None
+    r_lock_sha256: str | None = None
     python: str = "/opt/dss/env/bin/python"
     image_id: str = ""
     built_at: str = ""
@@ -69,6 +70,7 @@ class ImageRecord:
             resources_digest=self.resources_digest,
             template_version=self.template_version,
             runtime_digest=self.runtime_digest,
+            r_lock_sha256=self.r_lock_sha256,
         )
 
     @classmethod
@@ -89,6 +91,7 @@ class ImageRecord:
             r_packages=inputs.r_packages,
             template_version=inputs.template_version,
             runtime_digest=inputs.runtime_digest,
+            r_lock_sha256=inputs.r_lock_sha256,
             built_at=now(),
         )
 

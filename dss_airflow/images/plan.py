@@ -17,17 +17,19 @@ from dss_airflow.config.catalog import resolve_path
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
 from dss_airflow.config.spark import KubernetesSparkConfig
 from dss_airflow.errors import DaemonUnreachableError, DSSAirflowError, ImageBuildError, UnknownNameError
-from dss_airflow.hooks.docker import docker_client
+from dss_airflow.hooks.docker import docker_client, run_to_end
 from dss_airflow.images.identity import (
     BuildInputs,
     Lock,
     image_tag,
     resolve_lock,
     runtime_digest,
+    sha256_of,
     spec_hash,
     tree_digest,
 )
 from dss_airflow.images.ledger import PairState
+from dss_airflow.images.rlock import lock_key, r_names, resolve_r_lock
 from dss_airflow.settings import build_docker_host
 
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.models import BaseImage, CodeEnv, ExecutionConfig
     from dss_airflow.config.spark import SparkConfig
-    from dss_airflow.images.ledger import Ledger
+    from dss_airflow.images.ledger import ImageRecord, Ledger
 
 #: A config whose pairs run code-env images (and so get them built).
 ImageConfig = DockerExecutionConfig | KubernetesExecutionConfig | KubernetesSparkConfig
@@ -224,7 +226,9 @@ class Planner:
             raise ImageBuildError(f"resources path {path} does not exist")
         return path, tree_digest(path)
 
-    def inputs(self, target: Target, lock_sha256: str, base_digest: str) -> BuildInputs:
+    def inputs(
+        self, target: Target, lock_sha256: str, base_digest: str, r_lock_sha256: str | None = None
+    ) -> BuildInputs:
         env = self.catalog.code_envs[target.env]
         _, resources_digest = self.resources_of(env)
         return BuildInputs(
@@ -234,17 +238,38 @@ class Planner:
             resources_mode=env.resources.mode,
             resources_digest=resources_digest,
             runtime_digest=self.runtime_digest,
+            r_lock_sha256=r_lock_sha256,
         )
 
     def lock_of(self, target: Target, *, refresh: bool = False) -> Lock:
-        """The env's resolved package list for the target's base (its index URL); stored per spec."""
-        return resolve_lock(
+        """The env's resolved package lists for the target's base (its index URL; for R packages, what the
+        base has installed and its sources): stored per spec, so every host and rebuild reuses them."""
+        env = self.catalog.code_envs[target.env]
+        base = self.base_of(target.config)
+        lock = resolve_lock(
             self.catalog.requirements(target.env),
-            python=self.catalog.code_envs[target.env].python,
+            python=env.python,
             store=self.ledger,
-            index_url=self.base_of(target.config).pip_index_url,
+            index_url=base.pip_index_url,
             refresh=refresh,
         )
+        if not env.r_packages_to_install:
+            return lock
+        base_digest = self.base_digest(target.config)
+        if base_digest is None:
+            raise ImageBuildError(self._base_not_built(target))
+        api = self.client_for(target.config)
+        r_text = resolve_r_lock(
+            env.r_packages_to_install,
+            base_digest=base_digest,
+            cran_url=base.cran_url,
+            store=self.ledger,
+            run=lambda script: run_to_end(
+                api, base_digest, ["sh", "-c", script], user="0", labels={"dss_airflow.code_env": target.env}
+            ),
+            refresh=refresh,
+        )
+        return replace(lock, r_text=r_text)
 
     def blocked(self, target: Target, *, check_base: bool = True) -> str | None:
         """Why the pair cannot be built at all, or None."""
@@ -252,9 +277,12 @@ class Planner:
         if not isinstance(config, DockerExecutionConfig) and config.registry is None:
             return "kubernetes config without a registry: the cluster could not pull the image"
         if check_base and self.base_digest(target.config) is None:
-            base = self.base_of(target.config)
-            return f"base image {base.image} is not built: run `dss-airflow images build-base`"
+            return self._base_not_built(target)
         return None
+
+    def _base_not_built(self, target: Target) -> str:
+        base = self.base_of(target.config)
+        return f"base image {base.image} is not built: run `dss-airflow images build-base`"
 
     def resolved(self, target: Target, *, refresh: bool = False) -> tuple[Lock, BuildInputs]:
         """The lock and build inputs of a pair about to be built (ImageBuildError when it is blocked)."""
@@ -262,7 +290,7 @@ class Planner:
         if blocked:
             raise ImageBuildError(blocked)
         lock = self.lock_of(target, refresh=refresh)
-        return lock, self.inputs(target, lock.sha256, str(self.base_digest(target.config)))
+        return lock, self.inputs(target, lock.sha256, str(self.base_digest(target.config)), lock.r_sha256)
 
     # ------------------------------------------------------------------------------------ plan
     def plan(
@@ -299,14 +327,35 @@ class Planner:
                 items.append(PlanItem(target, "build", reasons))
                 continue
             base_digest = str(self.base_digest(target.config)) if check_base else current.base_digest
-            inputs = self.inputs(target, current.lock_sha256, base_digest)
-            build_hash = inputs.build_hash()
-            if current.build_hash == build_hash:
-                items.append(PlanItem(target, "up to date", [], build_hash, current.tag))
-                continue
-            reasons = inputs.changes_from(current.inputs())
-            items.append(PlanItem(target, "build", reasons, build_hash, image_tag(target.env, build_hash)))
+            items.append(self._plan_built(target, current, base_digest))
         return items
+
+    def _plan_built(self, target: Target, current: ImageRecord, base_digest: str) -> PlanItem:
+        """A built pair whose package list is unchanged: compared with the locks the ledger now holds
+        (a ``--refresh`` may have re-resolved them), as the build would."""
+        stored = self.ledger.lock_text(current.spec_hash)
+        lock_sha256 = sha256_of(stored) if stored is not None else current.lock_sha256
+        r_lock_sha256 = current.r_lock_sha256
+        env = self.catalog.code_envs[target.env]
+        if env.r_packages_to_install:
+            key = lock_key(
+                r_names(env.r_packages_to_install),
+                base_digest=base_digest,
+                cran_url=self.base_of(target.config).cran_url,
+            )
+            stored_r = self.ledger.lock_text(key)
+            if stored_r is None:
+                reasons = self.inputs(target, lock_sha256, base_digest, r_lock_sha256).changes_from(
+                    current.inputs()
+                )
+                return PlanItem(target, "build", reasons or ["R package versions not resolved yet"])
+            r_lock_sha256 = sha256_of(stored_r)
+        inputs = self.inputs(target, lock_sha256, base_digest, r_lock_sha256)
+        build_hash = inputs.build_hash()
+        if current.build_hash == build_hash:
+            return PlanItem(target, "up to date", [], build_hash, current.tag)
+        reasons = inputs.changes_from(current.inputs())
+        return PlanItem(target, "build", reasons, build_hash, image_tag(target.env, build_hash))
 
     def parent_for(self, target: Target, lock: Lock, inputs: BuildInputs) -> Parent | None:
         """The pair's current image when only the lock changed and it exists here: build on top of it."""

@@ -375,3 +375,44 @@ def test_concurrent_rebuilds_take_turns_and_tasks_keep_the_current_image(config_
     assert seen_during_build[0] == old.image
     new = image_for(load_catalog(root), resolved)
     assert new.image != old.image
+
+
+def test_a_build_killed_with_sigkill_leaves_a_container_that_gc_removes(config_dir, docker_client):
+    """The builder process dies (OOM killer, node loss) mid-build: its builder container keeps running,
+    labelled with the dead owner; `dss-airflow gc` removes it and the pair's state is untouched."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (config_dir.path / "slow.sh").write_text("sleep 300\n")
+    config_dir.write(envs="  slow: {build_for: [d1], resources: {mode: init_script, path: slow.sh}}")
+    builders = {"label": ["dss_airflow.kind=builder", "dss_airflow.code_env=slow"]}
+    build = subprocess.Popen(
+        [sys.executable, "-m", "dss_airflow.cli", "images", "build", "slow", "--config-dir", str(config_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(600):
+            if docker_client.containers.list(filters=builders):
+                break
+            assert build.poll() is None, "the build ended before its builder started"
+            time.sleep(0.1)
+        os.kill(build.pid, signal.SIGKILL)
+        build.wait(timeout=10)
+        (orphan,) = docker_client.containers.list(filters=builders)
+        assert orphan.status == "running", "nothing stops a dead builder's container but a sweep"
+        swept = subprocess.run(
+            [sys.executable, "-m", "dss_airflow.cli", "gc", "--config-dir", str(config_dir)],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert orphan.name in swept.stdout + swept.stderr, swept
+        assert docker_client.containers.list(all=True, filters=builders) == []
+        assert service(config_dir).ledger.pair("slow", "d1").current is None
+    finally:
+        if build.poll() is None:
+            build.kill()
+        for container in docker_client.containers.list(all=True, filters=builders):
+            container.remove(force=True)

@@ -30,6 +30,9 @@ def test_build_hash_covers_every_input_and_names_the_change():
         "build template changed": BuildInputs(
             base_digest="sha256:aaa", lock_sha256="l1", template_version=99
         ),
+        "resolved R packages changed": BuildInputs(
+            base_digest="sha256:aaa", lock_sha256="l1", r_lock_sha256="r1"
+        ),
     }
     hashes = {base.build_hash()}
     for reason, changed in variants.items():
@@ -72,8 +75,10 @@ def test_install_script_quotes_and_orders_steps():
         base_python="/usr/bin/python3", resources_mode="init_script", init_script_name="init.py"
     )
     assert "cd /opt/dss/resources && DSS_RESOURCES_DIR=/opt/dss/resources /opt/dss/env/bin/python" in init
+    from dss_airflow.images.rlock import r_names
+
     with pytest.raises(ValueError, match="invalid R package names: bad;rm"):
-        install_script(base_python="/usr/bin/python3", r_packages=["dplyr", "bad;rm"])
+        r_names(["dplyr", "bad;rm"])
 
 
 def test_commit_restores_the_non_root_user_and_labels():
@@ -137,20 +142,19 @@ def test_lock_pins_are_compared_by_canonical_name():
     assert _pins("Foo_Bar==1.0\nsix==1.16.0\n# comment\n") == {"foo-bar": "1.0", "six": "1.16.0"}
 
 
-def test_r_packages_come_from_the_distribution_unless_a_cran_mirror_is_set():
-    from dss_airflow.images.envbuild import R_LOCK_FILE, r_install_lines
+def test_the_r_lock_is_installed_exactly_from_the_distribution_or_the_cran_mirror():
+    from dss_airflow.images.envbuild import R_LOCK_FILE, R_PACKAGES_FILE, r_install_lines
 
-    apt = "\n".join(r_install_lines(["data.table", "RSQLite"], None))
+    apt = "\n".join(r_install_lines(["data.table", "jsonlite"], None))
     assert (
-        "apt-get install -y -qq --no-install-recommends r-cran-data.table r-cran-jsonlite r-cran-rsqlite"
-        in apt
+        "apt-get install -y -qq --no-install-recommends $(cat /opt/dss-build/ctx/r-packages.lock)" in apt
+    ), "the lock's NAME=VERSION lines are apt's pins"
+    assert "images build --refresh" in apt and "exit 3" in apt, "a pin the mirror lost says how to re-resolve"
+    assert f"cp /opt/dss-build/ctx/r-packages.lock {R_LOCK_FILE}" in apt
+    assert f"data.table jsonlite > {R_PACKAGES_FILE}" in apt and "install.packages" not in apt
+    cran = "\n".join(
+        r_install_lines(["data.table", "jsonlite"], "https://packagemanager.posit.co/cran/latest")
     )
-    assert "for name in data.table jsonlite RSQLite; do" in apt, "jsonlite always: dss_recipe.R needs it"
-    assert "R packages not in the distribution:$missing" in apt and "exit 3" in apt
-    assert f"> {R_LOCK_FILE}" in apt and "install.packages" not in apt
-    cran = "\n".join(r_install_lines(["data.table"], "https://packagemanager.posit.co/cran/latest"))
-    assert (
-        """install.packages(c("data.table", "jsonlite"), repos = "https://packagemanager.posit.co/cran/latest")"""
-        in cran
-    )
-    assert "apt-get" not in cran and f"> {R_LOCK_FILE}" in cran
+    assert 'repo <- "https://packagemanager.posit.co/cran/latest"' in cran and "apt-get" not in cran
+    assert "src/contrib/Archive/%s/%s_%s.tar.gz" in cran, "a version the mirror moved on from is archived"
+    assert 'readLines("/opt/dss-build/ctx/r-packages.lock")' in cran and "packageVersion" in cran

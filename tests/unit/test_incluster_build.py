@@ -85,3 +85,30 @@ def test_cli_prints_the_build_job_of_a_kubernetes_pair(capsys):
         == 1
     )
     assert "in-cluster builds are for kubernetes execution configs" in capsys.readouterr().err
+
+
+def test_an_env_with_r_packages_is_not_built_in_the_cluster(tmp_path, capsys):
+    from dss_airflow.cli import main
+    from tests.helpers import write_config
+
+    write_config(
+        tmp_path,
+        {
+            "c.yaml": """
+            base_images:
+              b: {image: "example/base:1"}
+            execution_configs:
+              k8s:
+                type: kubernetes
+                base_image: b
+                registry: {url: "registry.example.internal:5000", connection_id: reg}
+                image_pull_secrets: [pull]
+            code_envs:
+              r-env: {r_packages: [data.table]}
+            """
+        },
+    )
+    assert main(["images", "build-job", "r-env", "--config", "k8s", "--config-dir", str(tmp_path)]) == 1
+    error = capsys.readouterr().err
+    assert "in-cluster builds do not install R packages" in error, error
+    assert "dss-airflow images build r-env --config k8s" in error, "the command that does build it"
