@@ -3,9 +3,10 @@ a docker execution config (DSS's "kernel running in a container"), so kernels do
 server for CPU and memory and a user picks the container per notebook.
 
 ``dss-airflow notebook kernels install`` writes one kernelspec per (code env with notebook support x local
-docker execution config the project may use), e.g. "Python (pandas) · docker-small". Its ``argv`` is this
-module's launcher, which Jupyter starts with the connection file: the launcher resolves the env's
-*current* image at that moment (a rebuilt image is used at the next kernel start), runs ipykernel in a
+docker execution config the project may use), e.g. "Python (pandas) · docker-small", and for an env with
+R packages an R one too ("R (stats) · docker-small", IRkernel with dss_recipe.R attached). Its ``argv`` is
+this module's launcher, which Jupyter starts with the connection file: the launcher resolves the env's
+*current* image at that moment (a rebuilt image is used at the next kernel start), runs the kernel in a
 container with the config's limits, as its non-root user, the project at ``/dss/project`` (``lib/`` on
 the path) and ``--folder`` managed folders at ``/dss/folders/<name>`` as ``notebook serve`` does, and
 publishes the five ZMQ ports on 127.0.0.1 only. It stays in the foreground: SIGINT interrupts the kernel,
@@ -36,13 +37,14 @@ from dss_airflow.notebook_server import (
     interactive_context,
     loopback_docker_arguments,
 )
+from dss_airflow.runtime.dss_notebook import r_kernel_argv, r_profile
 from dss_airflow.spec import KERNEL_LABEL, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from dss_airflow.config.catalog import Catalog
-    from dss_airflow.config.models import DockerExecutionConfig
+    from dss_airflow.config.models import CodeEnv, DockerExecutionConfig
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.spec import ContainerSpec, ImageRef
 
@@ -50,11 +52,19 @@ KERNEL_PREFIX = "dss-"
 KERNEL_DIR = "/dss/kernel"
 FOLDERS_DIR = "/dss/folders"
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+LANGUAGES = ("python", "R")
+R_PROFILE = "dss_profile.R"
 
 
 # ------------------------------------------------------------------------------------------ pure
-def kernel_name(project: str, code_env: str, config: str) -> str:
-    return f"{KERNEL_PREFIX}{project}-{code_env}-{config}".lower()
+def kernel_name(project: str, code_env: str, config: str, language: str = "python") -> str:
+    suffix = "-r" if language == "R" else ""
+    return f"{KERNEL_PREFIX}{project}-{code_env}-{config}{suffix}".lower()
+
+
+def kernel_languages(env: CodeEnv) -> list[str]:
+    """Python always (ipykernel comes with notebook support); R when the env has R packages (IRkernel)."""
+    return ["python", "R"] if env.r_packages_to_install else ["python"]
 
 
 def kernel_targets(catalog: Catalog, project: str | None = None) -> list[ResolvedExecution]:
@@ -75,19 +85,23 @@ def kernel_targets(catalog: Catalog, project: str | None = None) -> list[Resolve
     return found
 
 
-def kernelspec(resolved: ResolvedExecution, config_dir: Path, folders: Iterable[str] = ()) -> dict[str, Any]:
+def kernelspec(
+    resolved: ResolvedExecution, config_dir: Path, folders: Iterable[str] = (), language: str = "python"
+) -> dict[str, Any]:
     """The kernel.json of one target: the launcher, with what it resolves at start."""
     argv = [
         sys.executable, "-m", "dss_airflow.notebook_kernels", "launch",
         "--config-dir", str(config_dir), "--project", resolved.project_name,
         "--code-env", resolved.code_env_name, "--execution-config", resolved.execution_config_name,
+        "--language", language,
         *(arg for folder in folders for arg in ("--folder", folder)),
         "{connection_file}",
     ]  # fmt: skip
+    shown = "R" if language == "R" else "Python"
     return {
         "argv": argv,
-        "display_name": f"Python ({resolved.code_env_name}) · {resolved.execution_config_name}",
-        "language": "python",
+        "display_name": f"{shown} ({resolved.code_env_name}) · {resolved.execution_config_name}",
+        "language": language,
         "interrupt_mode": "signal",
         "metadata": {"dss_airflow": {"project": resolved.project_name, "code_env": resolved.code_env_name,
                                      "execution_config": resolved.execution_config_name}},
@@ -104,9 +118,11 @@ def plan_kernel(
     owner: str,
     worker_uid: int,
     worker_gid: int,
+    language: str = "python",
 ) -> ContainerSpec:
-    """Pure: the kernel's container (ipykernel on the container-side connection file), labelled with the
-    launcher that owns it (``owner``, see leftovers.owner_token)."""
+    """Pure: the kernel's container (ipykernel, or IRkernel with the R profile the launcher writes, on the
+    container-side connection file), labelled with the launcher that owns it (``owner``, see
+    leftovers.owner_token)."""
     mounts = (
         MountSpec(str(state_dir), KERNEL_DIR),
         MountSpec(str(resolved.project_root), PROJECT_DIR, read_only=False),
@@ -120,11 +136,17 @@ def plan_kernel(
         "DSS_CONTEXT": f"{KERNEL_DIR}/context.json",
         "HOME": "/tmp",
     }
+    connection = f"{KERNEL_DIR}/connection.json"
+    if language == "R":
+        env["R_PROFILE_USER"] = f"{KERNEL_DIR}/{R_PROFILE}"
+        command: tuple[str, ...] = tuple(r_kernel_argv(connection))
+    else:
+        command = (image.python, "-m", "ipykernel_launcher", "-f", connection)
     return code_env_spec(
         resolved,
         image,
         name=name,
-        command=(image.python, "-m", "ipykernel_launcher", "-f", f"{KERNEL_DIR}/connection.json"),
+        command=command,
         mounts=mounts,
         labels={KERNEL_LABEL: name, OWNER_LABEL: owner},
         env=env,
@@ -165,14 +187,17 @@ def install(
         catalog.folder_path(folder)  # an unknown folder is an error now, not at kernel start
     names = []
     for resolved in kernel_targets(catalog, project):
-        name = kernel_name(resolved.project_name, resolved.code_env_name, resolved.execution_config_name)
-        directory = kernels_dir(prefix) / name
-        directory.mkdir(parents=True, exist_ok=True)
-        partial = directory / ".kernel.json.partial"
-        spec = kernelspec(resolved, catalog.config_dir, folder_names)
-        partial.write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
-        os.replace(partial, directory / "kernel.json")
-        names.append(name)
+        for language in kernel_languages(catalog.code_envs[resolved.code_env_name]):
+            name = kernel_name(
+                resolved.project_name, resolved.code_env_name, resolved.execution_config_name, language
+            )
+            directory = kernels_dir(prefix) / name
+            directory.mkdir(parents=True, exist_ok=True)
+            partial = directory / ".kernel.json.partial"
+            spec = kernelspec(resolved, catalog.config_dir, folder_names, language)
+            partial.write_text(json.dumps(spec, indent=1, ensure_ascii=False), encoding="utf-8")
+            os.replace(partial, directory / "kernel.json")
+            names.append(name)
     return names
 
 
@@ -224,6 +249,7 @@ def launch(args: argparse.Namespace) -> int:
             owner=owner_token(),
             worker_uid=os.getuid(),
             worker_gid=os.getgid(),
+            language=args.language,
         )
         _write_private(state_dir, spec, connection, folders)
         hand_over(spec, created)
@@ -241,7 +267,8 @@ def _write_private(state_dir: Path, spec: ContainerSpec, connection: Mapping[str
     with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
         json.dump(inside, handle)
     (state_dir / "context.json").write_text(json.dumps(interactive_context(folders)), encoding="utf-8")
-    hand_over(spec, (state_dir, target, state_dir / "context.json"))
+    (state_dir / R_PROFILE).write_text(r_profile(RUNTIME_DIR), encoding="utf-8")  # read by R kernels
+    hand_over(spec, (state_dir, target, state_dir / "context.json", state_dir / R_PROFILE))
 
 
 def _supervise(client: Any, container: str, parent: int) -> int:
@@ -278,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--project", required=True)
     run.add_argument("--code-env", required=True)
     run.add_argument("--execution-config", required=True)
+    run.add_argument("--language", choices=LANGUAGES, default="python")
     run.add_argument("--folder", action="append", default=[])
     run.add_argument("connection_file")
     return launch(parser.parse_args(argv))

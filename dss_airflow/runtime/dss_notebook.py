@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from . import dss_recipe
 from .errors import NotebookCellError, NotebookSupportMissing
@@ -88,6 +88,18 @@ def _kernel_language(notebook: str) -> str:
     return "R" if spec.get("language", "").lower() == "r" or spec.get("name") == R_KERNEL_NAME else "python"
 
 
+def r_profile(runtime_dir: str) -> str:
+    """The R profile (``R_PROFILE_USER``) that attaches dss_recipe.R's functions to an R kernel."""
+    return "local({ source(%s, local = TRUE); attach(.dss_recipe, name = 'dss_recipe') })\n" % json.dumps(
+        os.path.join(runtime_dir, "dss_recipe.R")
+    )
+
+
+def r_kernel_argv(connection_file: str) -> List[str]:
+    """IRkernel on a connection file."""
+    return ["R", "--slave", "-e", "IRkernel::main()", "--args", connection_file]
+
+
 def _kernel_environment(
     context: Dict[str, Any], params: Dict[str, Any], language: str = "python"
 ) -> Dict[str, str]:
@@ -107,12 +119,9 @@ def _kernel_environment(
     if language == "R":
         profile = os.path.join(private, "dss_profile.R")
         with open(profile, "w", encoding="utf-8") as handle:
-            handle.write(
-                "local({ source(%s, local = TRUE); attach(.dss_recipe, name = 'dss_recipe') })\n"
-                % json.dumps(os.path.join(runtime, "dss_recipe.R"))
-            )
+            handle.write(r_profile(runtime))
         name = R_KERNEL_NAME
-        argv = ["R", "--slave", "-e", "IRkernel::main()", "--args", "{connection_file}"]
+        argv = r_kernel_argv("{connection_file}")
         env["R_PROFILE_USER"] = profile
     else:
         path = [runtime]  # the kernel imports dss_recipe.py from here

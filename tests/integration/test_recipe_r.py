@@ -345,3 +345,46 @@ def test_r_packages_from_a_cran_mirror_are_locked_and_installed_at_the_locked_ve
     assert current is not None and first is not None
     assert current.build_hash != first.build_hash and current.r_lock_sha256 != first.r_lock_sha256
     assert run_toy() == {"says": "a uses b 0.2.0", "b": "0.2.0"}
+
+
+def test_an_r_kernel_runs_in_its_container_with_the_r_runtime_and_leaves_nothing(
+    r_config, docker_client, tmp_path, monkeypatch
+):
+    """`notebook kernels install` writes an R kernelspec beside the Python one for an env with R packages;
+    a jupyter_client session runs R in the image, non-root, writing to a managed folder through
+    dss_recipe.R's output_dir(); shutting the kernel down removes its container."""
+    from jupyter_client.manager import start_new_kernel
+
+    from dss_airflow.config.loader import load_catalog
+    from dss_airflow.images.service import ImageService
+    from dss_airflow.notebook_kernels import install
+    from dss_airflow.spec import KERNEL_LABEL
+
+    catalog = load_catalog(r_config)
+    assert ImageService(catalog).build(envs=["r-nb"]).ok
+    names = install(catalog, folders=["reports"], prefix=str(tmp_path))
+    assert names == ["dss-demo-r-nb-docker-r", "dss-demo-r-nb-docker-r-r"], names
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    manager, client = start_new_kernel(kernel_name="dss-demo-r-nb-docker-r-r", startup_timeout=120)
+    try:
+        outputs: list[str] = []
+        code = (
+            'writeLines("written by R", file.path(output_dir("reports"), "from-r-kernel.txt"))\n'
+            'cat(R.version$major, Sys.getenv("DSS_CODE_ENV"), system("id -u", intern = TRUE))'
+        )
+        reply = client.execute_interactive(
+            code,
+            timeout=120,
+            output_hook=lambda m: outputs.append(m["content"]["text"]) if m["msg_type"] == "stream" else None,
+        )
+        assert reply["content"]["status"] == "ok", reply["content"]
+        major, env, uid = "".join(outputs).split()
+        assert (major, env) == ("4", "r-nb") and int(uid) != 0
+        assert (r_config / "data" / "reports" / "from-r-kernel.txt").read_text() == "written by R\n"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
+    deadline = time.monotonic() + 30
+    while docker_client.containers.list(all=True, filters={"label": KERNEL_LABEL}):
+        assert time.monotonic() < deadline, "the kernel's container outlived its shutdown"
+        time.sleep(0.5)

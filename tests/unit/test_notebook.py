@@ -410,3 +410,21 @@ def test_a_kernel_publishes_its_five_ports_on_loopback_only(config_dir, tmp_path
     assert sorted(create["ports"]) == sorted(ports.values())
     assert set(host["port_bindings"].values()) == {("127.0.0.1", port) for port in ports.values()}
     assert create["user"] != "0" and create["command"][-1] == "/dss/kernel/connection.json"
+
+
+def test_an_r_kernel_runs_irkernel_with_the_r_profile_the_launcher_writes(config_dir, tmp_path):
+    from dss_airflow import notebook_kernels
+    from dss_airflow.spec import ImageRef
+
+    (resolved, *_) = notebook_kernels.kernel_targets(load_catalog(config_dir))
+    spec = notebook_kernels.plan_kernel(
+        resolved, ImageRef("img", "/opt/dss/env/bin/python"), name="k", state_dir=tmp_path, folders={},
+        owner="host/boot/1/2", worker_uid=1000, worker_gid=1000, language="R",
+    )  # fmt: skip
+    assert spec.command == ("R", "--slave", "-e", "IRkernel::main()", "--args", "/dss/kernel/connection.json")
+    assert spec.env["R_PROFILE_USER"] == "/dss/kernel/dss_profile.R"
+    kernelspec = notebook_kernels.kernelspec(resolved, config_dir, language="R")
+    assert kernelspec["language"] == "R" and kernelspec["display_name"].startswith("R (")
+    assert kernelspec["argv"][kernelspec["argv"].index("--language") + 1] == "R"
+    name = notebook_kernels.kernel_name("demo", "stats", "docker-small", "R")
+    assert name == "dss-demo-stats-docker-small-r"
