@@ -10,6 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+# pyproject.toml's [project.urls] Documentation: Airflow's Providers page links to it.
+_DOCUMENTATION_URL = "https://github.com/dss-airflow/dss-airflow#readme"
 
 _LAZY_IMPORTS = {
     "DSSContainerRecipeOperator": "dss_airflow.operators.recipe",
@@ -94,7 +96,7 @@ def get_provider_info() -> dict[str, Any]:
         "integrations": [
             {
                 "integration-name": "DSS containerized execution",
-                "external-doc-url": "https://github.com/dss-airflow/dss-airflow",
+                "external-doc-url": _DOCUMENTATION_URL,
                 "tags": ["software"],
             }
         ],

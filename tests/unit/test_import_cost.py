@@ -23,26 +23,3 @@ def test_recipe_operator_does_not_load_kubernetes_or_docker():
     modules = loaded_modules("from dss_airflow import DSSContainerRecipeOperator")
     assert "airflow" in modules, "sanity: the operator itself was imported"
     assert not modules & {"kubernetes", "docker"}
-
-
-def test_provider_info_is_valid_for_airflow():
-    from importlib.metadata import entry_points
-
-    import dss_airflow
-
-    info = dss_airflow.get_provider_info()
-    assert info["package-name"] == "dss-airflow"
-    providers = {ep.value for ep in entry_points(group="apache_airflow_provider")}
-    assert "dss_airflow:get_provider_info" in providers
-    plugins = {ep.name: ep.value for ep in entry_points(group="airflow.plugins")}
-    assert plugins["dss_airflow"] == "dss_airflow.plugin:DSSAirflowPlugin"
-
-
-def test_airflow_discovers_the_provider():
-    """Airflow validates provider info against its JSON schema and the distribution name."""
-    from airflow.providers_manager import ProvidersManager
-
-    manager = ProvidersManager()
-    manager.initialize_providers_list()
-    assert "dss-airflow" in manager.providers
-    assert manager.providers["dss-airflow"].version == "0.1.0"
