@@ -8,6 +8,7 @@ our own check that every member stays under its destination (no absolute paths, 
 
 from __future__ import annotations
 
+import io
 import tarfile
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
@@ -40,6 +41,26 @@ def write_copies(copies: Sequence[MountSpec], fileobj: IO[bytes]) -> None:
                     entry.type, entry.mode = tarfile.DIRTYPE, 0o755
                     tar.addfile(entry)
             tar.add(copy.source, arcname=str(target.relative_to("/")), filter=_anonymous)
+
+
+def private_file_archive(content: bytes, target: str, uid: int, gid: int) -> bytes:
+    """A tar of one file at ``target`` (absolute), to extract at ``/``: the file 0400 and its directory
+    0500, both owned by ``uid:gid`` (the container's user), so no other user of the container reads it.
+    Its parents are left to exist or be created root-owned by the daemon."""
+    path = PurePosixPath(target)
+    if not path.is_absolute() or ".." in path.parts or len(path.parts) < 3:
+        raise ValueError(f"private file target {target!r} must be an absolute path in a directory of its own")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        directory = tarfile.TarInfo(str(path.parent.relative_to("/")))
+        directory.type, directory.mode = tarfile.DIRTYPE, 0o500
+        entry = tarfile.TarInfo(str(path.relative_to("/")))
+        entry.size, entry.mode = len(content), 0o400
+        for member in (directory, entry):
+            member.uid, member.gid = uid, gid
+        tar.addfile(directory)
+        tar.addfile(entry, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 class ChunkReader:

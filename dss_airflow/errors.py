@@ -154,6 +154,34 @@ class DaemonUnreachableError(ExecutionError):
         super().__init__(f"Docker daemon {host} of {whose} is unusable: {reason}. {fix}")
 
 
+class MissingSecretError(DSSAirflowError):
+    """A task declares connections or variables that Airflow does not define: raised on the worker before
+    anything starts, naming the task, each missing name and how to add it."""
+
+    def __init__(self, task_id: str, connections: Sequence[str], variables: Sequence[str]) -> None:
+        self.task_id = task_id
+        self.connections = list(connections)
+        self.variables = list(variables)
+        problems = []
+        if self.connections:
+            names = ", ".join(repr(name) for name in self.connections)
+            example = self.connections[0]
+            problems.append(
+                f"connection(s) {names}, which Airflow does not define: add each before the task runs, e.g. "
+                f"`airflow connections add {example} --conn-uri 'postgresql://LOGIN:PASSWORD@HOST:5432/SCHEMA'`"
+                f" (or AIRFLOW_CONN_{example.upper()} on the workers, or a secrets backend)"
+            )
+        if self.variables:
+            names = ", ".join(repr(name) for name in self.variables)
+            example = self.variables[0]
+            problems.append(
+                f"variable(s) {names}, which Airflow does not define: add each before the task runs, e.g. "
+                f"`airflow variables set {example} VALUE` (or AIRFLOW_VAR_{example.upper()} on the workers, "
+                "or a secrets backend)"
+            )
+        super().__init__(f"task {task_id!r} declares " + "; and ".join(problems) + ". Nothing was started.")
+
+
 class EnvBuildError(DSSAirflowError):
     """uv could not create or populate a code env's local virtualenv."""
 

@@ -3,7 +3,9 @@
 ``dss-airflow k8s render DAG TASK [--config CFG]`` prints it for review or ``kubectl apply --dry-run=server``.
 The manifest is the provider's own (``KubernetesPodOperator.build_pod_request_obj(dry_run=True)``: our
 pod plus its XCom sidecar), for a placeholder run (``run_id`` "render", try 1): only the run-specific
-labels, the pod name suffix and the staging directory name differ from a real run.
+labels, the pod name suffix and the staging directory name differ from a real run. A task declaring
+connections or variables gets its Secret first (as created just before the pod), with empty values under
+the declared names: nothing is read from Airflow.
 """
 
 from __future__ import annotations
@@ -55,13 +57,14 @@ def render_task(
     from kubernetes.client import ApiClient
 
     from dss_airflow.backends.base import RunOptions
-    from dss_airflow.backends.kubernetes import KubernetesBackend, make_operator
+    from dss_airflow.backends.kubernetes import KubernetesBackend, build_secret, make_operator
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
     from dss_airflow.images.lookup import image_for
     from dss_airflow.operators.base import DSSTaskOperator
     from dss_airflow.spec import ImageRef
+    from dss_airflow.task_secrets import TaskSecrets
     from dss_airflow.tasks.flow import RunKey, prepare_run
 
     task, params = _dag_task(dag_id, task_id, dags_folder)
@@ -87,12 +90,25 @@ def render_task(
         header += f"# {exc}\n"
     options = RunOptions(pinned_image=image)
     key = RunKey(f"{task_id}-render", "render", task_labels(ti))
-    prepared = prepare_run(kind, catalog, ti, logging.getLogger(__name__), options, key)
+    prepared = prepare_run(
+        kind,
+        catalog,
+        ti,
+        logging.getLogger(__name__),
+        options,
+        key,
+        task.secret_refs(),
+        read_secrets=lambda refs, _task_id: TaskSecrets.placeholder(refs) if refs else None,
+    )
     assert isinstance(prepared.backend, KubernetesBackend)
     pod = prepared.backend.pod(prepared.spec)
     submitted = make_operator(task_id, pod, config).build_pod_request_obj(dry_run=True)
-    manifest = ApiClient().sanitize_for_serialization(submitted)
-    return header + str(yaml.safe_dump(manifest, sort_keys=False))
+    manifests = [build_secret(prepared.spec, config), submitted]
+    if manifests[0] is not None:
+        header += "# the Secret's values are read from Airflow when the task runs: shown empty here\n"
+    api = ApiClient()
+    documents = [api.sanitize_for_serialization(manifest) for manifest in manifests if manifest is not None]
+    return header + str(yaml.safe_dump_all(documents, sort_keys=False))
 
 
 def _dag_task(dag_id: str, task_id: str, dags_folder: Path | None) -> tuple[Any, dict[str, Any]]:

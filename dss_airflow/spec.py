@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from dss_airflow.config.resolve import ResolvedExecution
+    from dss_airflow.task_secrets import TaskSecrets
 
 #: Fixed paths inside containers; the local backend uses host paths instead.
 RUNTIME_DIR = "/opt/dss-airflow/runtime"
@@ -33,6 +34,9 @@ PROJECT_DIR = "/dss/project"
 RUN_DIR = "/dss/run"
 INPUTS_DIR = "/dss/in"
 OUTPUTS_DIR = "/dss/out"
+#: Where a container or pod finds the task's connections and variables (never a mount of the worker's).
+SECRETS_DIR = "/dss/secrets"
+SECRETS_FILE = "secrets.json"
 #: Kubernetes: output folders are mounted here (staging and destinations inside), and the result goes to
 #: the KubernetesPodOperator's XCom file, read by its sidecar.
 POD_OUTPUTS_ROOT = "/dss/out-root"
@@ -128,6 +132,8 @@ class TaskRun:
     env: Mapping[str, str] = field(default_factory=dict)
     #: Makes this try's container, pod and staging names unique (a resumed run keeps its own).
     unique: str = "0"
+    #: The declared connections and variables (dss_airflow.task_secrets), read from Airflow; None: none.
+    secrets: TaskSecrets | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,11 @@ class ContainerSpec:
     #: "copy" layout: what bind mounts would have shown, as archives instead. Every one is copied into
     #: the container before it starts; the writable ones (run directory, staging) back after it exits.
     copies: tuple[MountSpec, ...] = ()
+    #: The task's connections and variables: never env, argv or labels. The backend delivers them as the
+    #: file ``context["secrets_file"]`` names (a container's own filesystem, a pod's Secret volume) ...
+    secrets: TaskSecrets | None = field(default=None, repr=False)
+    #: ... or, when set, the worker writes them there (0600, in the run directory: local runs).
+    host_secrets_file: Path | None = None
 
 
 def container_name(labels: Mapping[str, str], unique: str) -> str:
@@ -190,6 +201,12 @@ def user_of(config: ExecutionConfig, worker_uid: int, worker_gid: int) -> str | 
     if isinstance(config, KubernetesExecutionConfig):
         return str(config.run_as_user)
     return None
+
+
+def user_ids(user: str) -> tuple[int, int]:
+    """``uid[:gid]`` (a spec's ``user``) as numbers; the gid defaults to the uid."""
+    uid, _, gid = user.partition(":")
+    return int(uid), int(gid or uid)
 
 
 def code_env_spec(
@@ -282,7 +299,17 @@ def build_context(run: TaskRun, layout: Layout) -> dict[str, Any]:
     if layout == "pod":
         context["result_file"] = POD_RESULT_FILE
         context["promote"] = [[str(ref.host_staging), str(ref.host_destination)] for ref in run.outputs]
+    if run.secrets is not None:  # the path only: the values never enter the context
+        context["secrets_file"] = str(secrets_file(run, layout))
     return context
+
+
+def secrets_file(run: TaskRun, layout: Layout) -> PurePosixPath:
+    """Where the task reads its secrets: in the run directory for local runs (the worker writes it there),
+    else in ``SECRETS_DIR``, which no mount of the worker's covers."""
+    if layout == "host":
+        return PurePosixPath(run.run_dir) / SECRETS_FILE
+    return PurePosixPath(SECRETS_DIR) / SECRETS_FILE
 
 
 def build_spec(
@@ -316,6 +343,8 @@ def build_spec(
             context=context,
             run_dir=run.run_dir,
             outputs=run.outputs,
+            secrets=run.secrets,
+            host_secrets_file=run.run_dir / SECRETS_FILE if run.secrets is not None else None,
         )
     if image is None:
         raise ValueError(f"a {layout} layout needs an image")
@@ -343,7 +372,9 @@ def build_spec(
         spec = dataclasses.replace(spec, mounts=())
     if layout == "copy":  # as for pods, the image's own runtime; the rest travels as archives
         spec = dataclasses.replace(spec, mounts=(), copies=mounts)
-    return dataclasses.replace(spec, context=context, run_dir=run_dir, outputs=run.outputs)
+    return dataclasses.replace(
+        spec, context=context, run_dir=run_dir, outputs=run.outputs, secrets=run.secrets
+    )
 
 
 def _container_mounts(run: TaskRun) -> tuple[MountSpec, ...]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from dss_airflow.errors import ConfigError
 from dss_airflow.publish import STAGING_DIR, publish, staging_root
-from dss_airflow.spec import ContainerSpec, InputRef, OutputRef
+from dss_airflow.spec import ContainerSpec, InputRef, OutputRef, user_ids
 
 if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
@@ -163,15 +163,15 @@ def owner_of(spec: ContainerSpec) -> tuple[int, int] | None:
     """As root, the writable run directories go to the container's non-root user."""
     if os.getuid() != 0 or spec.user is None:
         return None
-    uid, _, gid = spec.user.partition(":")
-    return int(uid), int(gid or uid)
+    return user_ids(spec.user)
 
 
 @contextlib.contextmanager
 def worker_staging(spec: ContainerSpec) -> Iterator[None]:
     """For backends whose task sees the worker's folders (local, Docker): the run directory with the
-    context, empty staging directories owned by the task's user; all removed afterwards, whatever happens
-    (after a success the promoted files have left the staging directories)."""
+    context (and a local run's secrets file, 0600), empty staging directories owned by the task's user; all
+    removed afterwards, whatever happens (after a success the promoted files have left the staging
+    directories; a killed try's run directory is swept by the next task on this host)."""
     from dss_airflow.leftovers import sweep_directories
 
     if spec.run_dir is None:
@@ -180,6 +180,8 @@ def worker_staging(spec: ContainerSpec) -> Iterator[None]:
     sweep_directories(run_dirs() + staging_runs({ref.host_staging.parent.parent for ref in spec.outputs}))
     try:
         _prepare_run(spec.run_dir, spec.context, spec.outputs, owner_of(spec))
+        if spec.secrets is not None and spec.host_secrets_file is not None:
+            write_private_file(spec.host_secrets_file, spec.secrets.file_content())
         yield
     finally:
         discard_staging(spec.outputs)
@@ -202,9 +204,7 @@ def _prepare_run(
     mark_owner(run_dir)
     (run_dir / "cwd").mkdir(mode=0o700)
     context_file = run_dir / "context.json"
-    descriptor = os.open(context_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        json.dump(context, stream, indent=2, sort_keys=True)
+    write_private_file(context_file, json.dumps(context, indent=2, sort_keys=True).encode())
     writable = [run_dir, run_dir / "cwd", context_file]
     for ref in outputs:
         if ref.host_staging.exists():
@@ -216,6 +216,13 @@ def _prepare_run(
     if owner is not None:
         for path in writable:
             os.chown(path, *owner)
+
+
+def write_private_file(path: Path, content: bytes) -> None:
+    """A new file readable by this process's user only (0600 from the moment it exists)."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as stream:
+        stream.write(content)
 
 
 def promote_outputs(outputs: Iterable[OutputRef]) -> dict[str, list[str]]:

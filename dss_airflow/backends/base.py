@@ -81,6 +81,8 @@ class Backend(ABC):
     """Runs planned task runs of one resolved execution."""
 
     layout: ClassVar[Layout]
+    #: Whether the backend gets a task's connections and variables to it (``ContainerSpec.secrets``).
+    delivers_secrets: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -30,7 +30,7 @@ from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.docker import docker_hook
-from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec
+from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec, user_ids
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -51,7 +51,9 @@ TASK_LABELS = (f"{LABEL_PREFIX}.dag_id", f"{LABEL_PREFIX}.task_id")
 class _ProviderClient:
     """Wraps the provider's APIClient: every host config gets our extra keys, and with ``copies`` the
     worker's files go in before the container starts and the writable ones come back once it has exited
-    (the provider calls ``wait`` before it removes the container)."""
+    (the provider calls ``wait`` before it removes the container). The task's secrets file
+    (``secret_archive``) goes into the container's own filesystem before it starts: never on the worker's
+    disk, gone when the container is removed."""
 
     def __init__(
         self,
@@ -59,11 +61,13 @@ class _ProviderClient:
         extras: Mapping[str, Any],
         copies: Sequence[MountSpec] = (),
         on_exit: Callable[[Mapping[str, Any]], None] | None = None,
+        secret_archive: bytes | None = None,
     ) -> None:
         self._client = client
         self._extras = dict(extras)
         self._copies = tuple(copies)
         self._on_exit = on_exit
+        self._secret_archive = secret_archive
 
     def create_host_config(self, **kwargs: Any) -> Any:
         return self._client.create_host_config(**kwargs, **self._extras)
@@ -71,6 +75,12 @@ class _ProviderClient:
     def start(self, container: Any, *args: Any, **kwargs: Any) -> Any:
         if self._copies:
             copy_in(self._client, container, self._copies)
+        if self._secret_archive is not None and not self._client.put_archive(
+            _container_id(container), "/", self._secret_archive
+        ):
+            raise ExecutionError(
+                f"putting the task's secrets into container {_container_id(container)} failed"
+            )
         return self._client.start(container, *args, **kwargs)
 
     def wait(self, container: Any, *args: Any, **kwargs: Any) -> Any:
@@ -135,12 +145,14 @@ def _operator_class() -> type[DockerOperator]:
             docker_hook: DockerHook,
             host_config_extras: Mapping[str, Any] | None = None,
             copies: Sequence[MountSpec] = (),
+            secret_archive: bytes | None = None,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
             self.docker_hook = docker_hook
             self.host_config_extras = dict(host_config_extras or {})
             self.copies = tuple(copies)
+            self.secret_archive = secret_archive
             self.exit_state: Mapping[str, Any] | None = None
 
         @property
@@ -152,7 +164,9 @@ def _operator_class() -> type[DockerOperator]:
 
         @property
         def cli(self) -> Any:
-            return _ProviderClient(self.hook.api_client, self.host_config_extras, self.copies, self._exited)
+            return _ProviderClient(
+                self.hook.api_client, self.host_config_extras, self.copies, self._exited, self.secret_archive
+            )
 
         def _exited(self, state: Mapping[str, Any]) -> None:
             self.exit_state = state
@@ -215,7 +229,18 @@ def docker_operator_kwargs(spec: ContainerSpec, config: DockerExecutionConfig) -
         "do_xcom_push": False,
         "host_config_extras": extras,
         "copies": spec.copies,
+        "secret_archive": secret_archive(spec),
     }
+
+
+def secret_archive(spec: ContainerSpec) -> bytes | None:
+    """The task's secrets file as a tar for ``put_archive``: readable by the container's user only."""
+    if spec.secrets is None:
+        return None
+    from dss_airflow.archives import private_file_archive
+
+    uid, gid = user_ids(spec.user or "0")
+    return private_file_archive(spec.secrets.file_content(), spec.context["secrets_file"], uid, gid)
 
 
 KILLED = "the task was killed (on_kill: marked failed or cleared in Airflow, or its worker stopping)"

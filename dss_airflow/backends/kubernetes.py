@@ -36,6 +36,8 @@ from dss_airflow.spec import (
     POD_OUTPUTS_ROOT,
     PROJECT_DIR,
     RUN_DIR,
+    SECRETS_DIR,
+    SECRETS_FILE,
     ContainerSpec,
     InputRef,
     MountSpec,
@@ -61,6 +63,7 @@ log = logging.getLogger(__name__)
 MAX_CONTEXT_BYTES = 64 * 1024
 BASE_CONTAINER = "base"
 RUN_VOLUME = "dss-run"
+SECRETS_VOLUME = "dss-secrets"
 
 
 # ----------------------------------------------------------------------------------- planning (pure)
@@ -179,6 +182,49 @@ def _volumes(mounts: Sequence[MountSpec]) -> tuple[list[k8s.V1Volume], list[k8s.
     return volumes, volume_mounts
 
 
+def secret_name(spec: ContainerSpec) -> str:
+    """The name of the Secret holding a run's connections and variables (its pod's name, suffixed)."""
+    return f"{dns_label(spec.name)}-secrets"
+
+
+def build_secret(spec: ContainerSpec, config: KubernetesExecutionConfig) -> k8s.V1Secret | None:
+    """Pure: the Secret a run's pod mounts at ``SECRETS_DIR`` (None when the task declared none). Created
+    before the pod, then owned by it (deleted with it), and deleted after the run."""
+    if spec.secrets is None:
+        return None
+    return k8s.V1Secret(
+        api_version="v1",
+        kind="Secret",
+        metadata=k8s.V1ObjectMeta(
+            name=secret_name(spec),
+            namespace=config.namespace,
+            labels=k8s_labels(spec.labels, f"{LABEL_PREFIX}."),
+        ),
+        type="Opaque",
+        immutable=True,
+        string_data={SECRETS_FILE: spec.secrets.file_content().decode()},
+    )
+
+
+def owner_patch(pod: k8s.V1Pod) -> list[dict[str, Any]]:
+    """The JSON Patch making a created pod the owner of its Secret: Kubernetes deletes the Secret with the
+    pod, also when the worker that created it died. (A JSON Patch, a list: the client sends any patch body
+    as ``application/json-patch+json``.)"""
+    owner = k8s.V1OwnerReference(api_version="v1", kind="Pod", name=pod.metadata.name, uid=pod.metadata.uid)
+    return [{"op": "add", "path": "/metadata/ownerReferences", "value": [owner]}]
+
+
+def _secrets_volume(spec: ContainerSpec) -> tuple[list[k8s.V1Volume], list[k8s.V1VolumeMount]]:
+    """The run's Secret, read-only, readable by the pod's user (group fsGroup) and no one else."""
+    if spec.secrets is None:
+        return [], []
+    source = k8s.V1SecretVolumeSource(secret_name=secret_name(spec), default_mode=0o440, optional=False)
+    return (
+        [k8s.V1Volume(name=SECRETS_VOLUME, secret=source)],
+        [k8s.V1VolumeMount(name=SECRETS_VOLUME, mount_path=SECRETS_DIR, read_only=True)],
+    )
+
+
 def build_pod(spec: ContainerSpec, config: KubernetesExecutionConfig) -> k8s.V1Pod:
     """Pure: the pod a task run becomes (before the provider adds its XCom sidecar and TI labels)."""
     if spec.image is None:
@@ -186,6 +232,8 @@ def build_pod(spec: ContainerSpec, config: KubernetesExecutionConfig) -> k8s.V1P
     env = {**spec.env, "DSS_CONTEXT_JSON": context_json(spec.context)}
     uid = config.run_as_user
     volumes, volume_mounts = _volumes(spec.mounts)
+    secret_volumes, secret_mounts = _secrets_volume(spec)
+    volumes, volume_mounts = volumes + secret_volumes, volume_mounts + secret_mounts
     resources = spec.resources
     container = k8s.V1Container(
         name=BASE_CONTAINER,
@@ -246,11 +294,13 @@ def operator_kwargs(
     *,
     deferrable: bool = False,
     execution_timeout: timedelta | None = None,
+    secret: k8s.V1Secret | None = None,
 ) -> dict[str, Any]:
     """Pure mapping of a pod and its config onto KubernetesPodOperator arguments.
 
     ``execution_timeout`` is the DSS task's own: the provider turns it into the trigger's deadline, so a
-    deferred pod is stopped in time (apache/airflow#67227 for operators composed without it)."""
+    deferred pod is stopped in time (apache/airflow#67227 for operators composed without it). ``secret``
+    is created by a callback of the provider's, with its client, just before the pod."""
     kwargs: dict[str, Any] = {
         "full_pod_spec": pod,
         "name": pod.metadata.name,
@@ -268,7 +318,47 @@ def operator_kwargs(
     }
     # None = no Airflow connection: in-cluster, else the default kubeconfig (KUBECONFIG).
     kwargs["kubernetes_conn_id"] = config.kubernetes_conn_id
+    if secret is not None:
+        kwargs["callbacks"] = [pod_secret_callback(secret)]
     return kwargs
+
+
+def pod_secret_callback(secret: k8s.V1Secret) -> type:
+    """A provider callback that creates ``secret`` just before the pod (the provider's own client and
+    namespace), then makes the created pod its owner."""
+    from airflow.providers.cncf.kubernetes.callbacks import KubernetesPodOperatorCallback
+    from kubernetes.client.exceptions import ApiException
+
+    name, namespace = secret.metadata.name, secret.metadata.namespace
+
+    class PodSecret(KubernetesPodOperatorCallback):
+        @staticmethod
+        def on_pod_manifest_created(*, client: Any, **kwargs: Any) -> None:
+            try:
+                client.create_namespaced_secret(namespace, secret)
+            except ApiException as exc:
+                if exc.status != 409:  # 409: a resumed or re-attached run made it already
+                    raise
+
+        @staticmethod
+        def on_pod_creation(*, pod: k8s.V1Pod | None, client: Any, **kwargs: Any) -> None:
+            if pod is not None and pod.metadata is not None and pod.metadata.uid:
+                client.patch_namespaced_secret(name, namespace, owner_patch(pod))
+
+    return PodSecret
+
+
+def delete_secret(client: Any, secret: k8s.V1Secret) -> None:
+    """Delete a run's Secret (after the run, on_kill); already gone (deleted with its pod) is fine."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        client.delete_namespaced_secret(secret.metadata.name, secret.metadata.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            log.warning(
+                "Could not delete Secret %s/%s: %s", secret.metadata.namespace, secret.metadata.name, exc
+            )
 
 
 @functools.cache
@@ -333,6 +423,7 @@ class KubernetesBackend(PodBackend):
         assert isinstance(config, KubernetesExecutionConfig)
         self.config = config
         self._operator: Any = None
+        self._secret: k8s.V1Secret | None = None
 
     def pod(self, spec: ContainerSpec) -> k8s.V1Pod:
         return build_pod(spec, self.config)
@@ -347,12 +438,14 @@ class KubernetesBackend(PodBackend):
         from airflow.sdk.exceptions import TaskDeferred
 
         pod = self.pod(spec)
+        self._secret = build_secret(spec, self.config)
         operator = make_operator(
             context["ti"].task_id,
             pod,
             self.config,
             deferrable=self.options.deferrable,
             execution_timeout=getattr(context.get("task"), "execution_timeout", None),
+            secret=self._secret,
         )
         self._operator = operator
         name = f"{self.config.namespace}/{pod.metadata.name}"
@@ -367,10 +460,11 @@ class KubernetesBackend(PodBackend):
                 self.log.info("Pod %s: resumed after the trigger (%s)", name, event.get("status"))
                 returned = operator.trigger_reentry(context, dict(event))
         except TaskDeferred:
-            raise
+            raise  # the pod (owner of its Secret) runs on: deleted when the run resumes, or with the pod
         except Exception as exc:  # the provider raises AirflowException / ApiException / its own types
             failure = exc
             returned = None
+        self._delete_secret()
         if self._killed:
             # apache/airflow#73006: on_kill deletes the pod, cleanup() then returns early and execute()
             # may return normally; a killed task must never report success.
@@ -383,10 +477,15 @@ class KubernetesBackend(PodBackend):
             result = collected_pod_result(name)
         return RunResult(result, promoted_in_cluster(spec, result))
 
+    def _delete_secret(self) -> None:
+        if self._secret is not None and self._operator is not None:
+            delete_secret(self._operator.client, self._secret)
+
     def kill(self) -> None:
         super().kill()
         if self._operator is not None:
             self._operator.on_kill()
+        self._delete_secret()
 
 
 def collected_pod_result(name: str) -> dict[str, Any]:

@@ -63,6 +63,9 @@ SPARK_SUBMIT_PASSED_THROUGH = ("JAVA_HOME", "SPARK_HOME", "KUBECONFIG")
 class SparkKubernetesBackend(PodBackend):
     """Runs a task run as a Spark application of a kubernetes spark config."""
 
+    #: Not yet: the driver and executors would each need the Secret volume (driver.secrets, executor...).
+    delivers_secrets = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = self.resolved.spark_config

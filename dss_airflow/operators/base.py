@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from dss_airflow.config.loader import get_catalog
+from dss_airflow.task_secrets import SecretRefs
 from dss_airflow.tasks.base import Placement
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from airflow.sdk import Context
 
     from dss_airflow.backends.base import Backend, RunOptions
@@ -37,6 +40,10 @@ class DSSTaskOperator(BaseOperator):
     :param config_dir: config directory, when not the default (``$DSS_AIRFLOW_CONFIG``)
     :param deferrable: on kubernetes configs, wait for the pod in the triggerer instead of holding a worker
         slot (the provider's KubernetesPodTrigger); ignored by local and docker configs
+    :param connections: Airflow connection ids the task reads with ``dss_recipe.connection(name)``, and
+    :param variables: Airflow variable keys it reads with ``dss_recipe.variable(name)``: read on the worker
+        when the task runs, masked in logs, delivered as a private file (never env, argv, labels, XCom);
+        a missing one fails the task before anything starts (names, not templated)
     """
 
     def __init__(
@@ -48,6 +55,8 @@ class DSSTaskOperator(BaseOperator):
         cluster: str | None = None,
         config_dir: str | None = None,
         deferrable: bool = False,
+        connections: Sequence[str] | None = None,
+        variables: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self._queue_from_dag = "queue" in kwargs
@@ -58,6 +67,8 @@ class DSSTaskOperator(BaseOperator):
         self.cluster = cluster
         self.config_dir = config_dir
         self.deferrable = deferrable
+        refs = SecretRefs.declared(connections, variables)  # their shape: a DAG import error when wrong
+        self.connections, self.variables = list(refs.connections), list(refs.variables)
         self._backend: Backend | None = None
 
     @abstractmethod
@@ -66,6 +77,9 @@ class DSSTaskOperator(BaseOperator):
 
     def placement(self) -> Placement:
         return Placement(self.project, self.code_env, self.execution_config, self.cluster)
+
+    def secret_refs(self) -> SecretRefs:
+        return SecretRefs(tuple(self.connections), tuple(self.variables))
 
     def check_at_parse_time(self) -> None:
         """Called at the end of each operator's ``__init__``, once its own arguments exist. The resolved
@@ -113,7 +127,9 @@ class DSSTaskOperator(BaseOperator):
 
         warn_unknown_conf_keys(context, self.log)
         catalog = get_catalog(self.config_dir)
-        prepared = prepare_run(self.task(), catalog, context["ti"], self.log, options, key)
+        prepared = prepare_run(
+            self.task(), catalog, context["ti"], self.log, options, key, self.secret_refs()
+        )
         self._backend = prepared.backend
         try:
             result = prepared.backend.run(prepared.spec, context)

@@ -4,6 +4,9 @@
 #   output_dir(name)   directory to write a declared output into (promoted atomically on success)
 #   params()           the operator's recipe_params, as a list
 #   set_result(value)  a JSON-serialisable value returned to Airflow (the XCom's "result")
+#   connection(name)   an Airflow connection the operator declared (connections=[...]), as a list: host,
+#                      login, password, schema, port, extra (a list), conn_type
+#   variable(name)     an Airflow variable the operator declared (variables=[...]), as a string
 #
 # The runner (runner.py) runs `Rscript dss_recipe.R RECIPE ERROR_FILE`: the functions are attached as
 # "dss_recipe", the recipe is sourced, and an error ends the run with its message and R traceback in the
@@ -42,6 +45,26 @@ local(envir = .dss_recipe, {
     if (is.null(value) || !length(value)) return(list())
     jsonlite::fromJSON(jsonlite::toJSON(value, auto_unbox = TRUE, null = "null"))
   }
+
+  .secrets <- NULL
+
+  .declared_secret <- function(kind, name) {
+    if (is.null(.secrets)) {
+      path <- .ctx()[["secrets_file"]]
+      .secrets <<- if (is.null(path)) list() else jsonlite::fromJSON(path, simplifyVector = FALSE)
+    }
+    items <- .secrets[[kind]]
+    if (is.null(items[[name]])) {
+      known <- if (length(items)) paste(sort(names(items)), collapse = ", ") else "none"
+      stop(sprintf("no %s named '%s' declared by this task (declared: %s): add it to the operator's %s=[...]",
+                   sub("s$", "", kind), name, known, kind), call. = FALSE)
+    }
+    items[[name]]
+  }
+
+  connection <- function(name) .declared_secret("connections", name)
+
+  variable <- function(name) .declared_secret("variables", name)
 
   set_result <- function(value) {
     path <- file.path(dirname(.ctx()$result_file), "user_result.json")

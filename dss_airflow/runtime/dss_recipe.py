@@ -5,6 +5,10 @@ orders = dss_recipe.input_path("orders")          # file or directory of an inpu
 out = dss_recipe.output_dir("curated")             # write files here; they appear atomically on success
 limit = dss_recipe.params().get("limit", 10)
 dss_recipe.set_result({"rows": 42})                # returned to Airflow (XCom); JSON only
+db = dss_recipe.connection("warehouse")            # an Airflow connection the operator declared:
+                                                   # db.host, db.login, db.password, db.schema, db.port,
+                                                   # db.extra (dict), db.conn_type
+token = dss_recipe.variable("api_token")           # an Airflow variable the operator declared
 spark = dss_recipe.spark()                         # DSSSparkOperator jobs: the SparkSession of the config
 
 In a recipe run this is ``dss_runtime.dss_recipe`` (runner.py makes ``import dss_recipe`` give it); a
@@ -56,6 +60,60 @@ def set_result(value: Any) -> None:
     path = os.path.join(os.path.dirname(context["result_file"]), "user_result.json")
     with open(path, "w", encoding="utf-8") as handle:
         json.dump(value, handle)
+
+
+class Connection(Dict[str, Any]):
+    """An Airflow connection the task declared: ``conn.password`` or ``conn["password"]`` (host, login,
+    password, schema, port, extra, conn_type). Printing it shows neither the password nor the extras'
+    values."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            "%s=%r" % (key, "***" if key == "password" and value else value)
+            for key, value in sorted(self.items())
+            if key != "extra"
+        )
+        return "Connection(%s, extra keys=%s)" % (shown, sorted(self.get("extra") or {}))
+
+    __str__ = __repr__
+
+
+_SECRETS: Optional[Dict[str, Any]] = None
+
+
+def _declared_secret(kind: str, name: str) -> Any:
+    """A value of the task's secrets file (written by the backend, readable by this user only)."""
+    global _SECRETS
+    if _SECRETS is None:
+        path = _context().get("secrets_file")
+        _SECRETS = {"connections": {}, "variables": {}}
+        if path:
+            with open(path, encoding="utf-8") as handle:
+                _SECRETS = json.load(handle)
+    items = _SECRETS.get(kind, {})
+    if name not in items:
+        known = ", ".join(sorted(items)) or "none"
+        raise KeyError(
+            "no %s named %r declared by this task (declared: %s): add it to the operator's %s=[...]"
+            % (kind[:-1], name, known, kind)
+        )
+    return items[name]
+
+
+def connection(name: str) -> Connection:
+    """The Airflow connection ``name``, declared by the operator's ``connections=[...]``."""
+    return Connection(_declared_secret("connections", name))
+
+
+def variable(name: str) -> str:
+    """The Airflow variable ``name``, declared by the operator's ``variables=[...]``."""
+    return str(_declared_secret("variables", name))
 
 
 _SPARK_SESSION: Any = None

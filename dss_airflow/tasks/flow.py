@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.backends import backend_for
-from dss_airflow.errors import ExecutionError
+from dss_airflow.errors import ConfigError, ExecutionError
 from dss_airflow.spec import LABEL_PREFIX, TaskRun
+from dss_airflow.task_secrets import NO_SECRETS, fetch_secrets, redacted
 from dss_airflow.tasks.base import Ran
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from airflow.sdk import Context
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from dss_airflow.config.catalog import Catalog
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.spec import ContainerSpec
+    from dss_airflow.task_secrets import SecretRefs, TaskSecrets
     from dss_airflow.tasks.base import TaskKind, TaskPlan
 
 
@@ -77,8 +79,11 @@ def prepare_run(
     log: TaskLog,
     options: RunOptions,
     key: RunKey,
+    secret_refs: SecretRefs = NO_SECRETS,
+    read_secrets: Callable[[SecretRefs, str], TaskSecrets | None] = fetch_secrets,
 ) -> PreparedRun:
-    """Resolve, plan, choose the backend and build the spec (nothing runs yet)."""
+    """Resolve, plan, choose the backend, read the declared connections and variables from Airflow and
+    build the spec (nothing runs yet: a missing connection fails here)."""
     resolved = task.resolve(catalog)
     plan = task.plan(catalog, resolved, ti)
     log.info(
@@ -89,6 +94,20 @@ def prepare_run(
         _where(resolved),
     )
     backend = backend_for(catalog, resolved, log, options)
+    if secret_refs and not backend.delivers_secrets:
+        raise ConfigError(
+            f"{plan.label} declares connections or variables, which {_where(resolved)} cannot deliver",
+            field="connections",
+            fix="read them in the application from a Kubernetes Secret the spark config mounts, or run it on "
+            "a local spark config",
+        )
+    values = read_secrets(secret_refs, ti.task_id)
+    if secret_refs:
+        log.info(
+            "Connections %s and variables %s read from Airflow: the task reads them from its secrets file",
+            list(secret_refs.connections),
+            list(secret_refs.variables),
+        )
     inputs, outputs = backend.plan_io(plan.inputs, plan.outputs, key.key)
     run = TaskRun(
         resolved=resolved,
@@ -100,12 +119,15 @@ def prepare_run(
         task_labels=key.labels,
         env=plan.env,
         unique=key.unique,
+        secrets=values,
     )
     return PreparedRun(task, resolved, plan, backend, backend.prepare(run), key)
 
 
 def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str, Any]:
-    """A failed run raises one error with the task's own error and the backend's; else the kind's XCom."""
+    """A failed run raises one error with the task's own error and the backend's; else the kind's XCom.
+    A task given secrets has them replaced by ``***`` in both, should its recipe have echoed one."""
+    hide = redacted if prepared.spec.secrets is not None else (lambda value: value)
     resolved = prepared.resolved
     if not run.succeeded:
         result = run.result or {}
@@ -118,10 +140,10 @@ def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str,
         where = f"{resolved.execution_config_name} ({resolved.execution_config.type})"
         if resolved.spark_config_name:
             where = f"spark config {resolved.spark_config_name}"
+        message = f"{prepared.plan.label} failed on {where}: {reason}; "
         raise ExecutionError(
-            f"{prepared.plan.label} failed on {where}: {reason}; "
-            "its managed-folder outputs were left untouched",
-            logs=run.failure.logs if run.failure else [],
+            hide(message + "its managed-folder outputs were left untouched"),
+            logs=hide(run.failure.logs if run.failure else []),
             exit_code=run.failure.exit_code if run.failure else None,
         )
     for warning in (run.result or {}).get("warnings", []):
@@ -129,7 +151,10 @@ def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str,
     for ref in prepared.spec.outputs:
         files = run.promoted.get(ref.name, [])
         log.info("Output %r: %d file(s) in %s", ref.name, len(files), ref.host_destination)
-    return prepared.task.outcome(Ran(prepared.plan, resolved, prepared.spec, run), log)
+    outcome: dict[str, Any] = hide(
+        prepared.task.outcome(Ran(prepared.plan, resolved, prepared.spec, run), log)
+    )
+    return outcome
 
 
 def _where(resolved: ResolvedExecution) -> str:
