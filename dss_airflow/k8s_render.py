@@ -52,10 +52,9 @@ def render_task(
 ) -> str:
     """The YAML of the pod ``dag_id.task_id`` would run (``execution_config`` overrides the task's)."""
     import yaml
-    from kubernetes.client import ApiClient
 
     from dss_airflow.backends.base import RunOptions
-    from dss_airflow.backends.kubernetes import KubernetesBackend, make_operator
+    from dss_airflow.backends.kubernetes import KubernetesBackend, submitted_manifest
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
@@ -89,9 +88,7 @@ def render_task(
     key = RunKey(f"{task_id}-render", "render", task_labels(ti))
     prepared = prepare_run(kind, catalog, ti, logging.getLogger(__name__), options, key)
     assert isinstance(prepared.backend, KubernetesBackend)
-    pod = prepared.backend.pod(prepared.spec)
-    submitted = make_operator(task_id, pod, config).build_pod_request_obj(dry_run=True)
-    manifest = ApiClient().sanitize_for_serialization(submitted)
+    manifest = submitted_manifest(task_id, prepared.backend.pod(prepared.spec), config)
     return header + str(yaml.safe_dump(manifest, sort_keys=False))
 
 
