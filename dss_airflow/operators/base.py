@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 #: The rendered field that shows what a try ran (:meth:`dss_airflow.tasks.flow.PreparedRun.description`).
 RESOLVED_FIELD = "resolved_execution"
-NOT_RESOLVED = "# Not resolved yet: shown when this try ends; if this stays, it failed before (see its log)."
+NOT_RESOLVED = "# Shown when this try ends; if this stays, it failed before resolving or was killed (log)"
 
 
 class DSSTaskOperator(BaseOperator):
