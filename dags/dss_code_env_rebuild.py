@@ -20,9 +20,12 @@ from airflow.sdk import DAG, Param, task
 from dss_airflow import CodeEnvChangeSensor, DSSRebuildCodeEnvImagesOperator, get_catalog
 
 CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[1] / "examples" / "config")
+CODE_ENVS = get_catalog(CONFIG_DIR).code_envs
 
 with DAG(
     dag_id="dss_code_env_rebuild",
+    description="Rebuild the code-env images whose package lists, resources or base image changed",
+    doc_md=__doc__,
     schedule="@hourly",
     catchup=False,
     max_active_runs=1,  # two rebuild runs never build at once (the ledger's env lock also guarantees it)
@@ -31,7 +34,16 @@ with DAG(
     params={
         "env": Param(
             "none",
-            enum=["none", "all", *sorted(get_catalog(CONFIG_DIR).code_envs)],
+            type="string",
+            enum=["none", "all", *sorted(CODE_ENVS)],
+            values_display={
+                "none": "none: wait for changes",
+                "all": "all: every code env, right away",
+                **{
+                    name: f"{name}: {env.description}" if env.description else name
+                    for name, env in CODE_ENVS.items()
+                },
+            },
             title="Rebuild now",
             description="'none' waits for changes; a code env (or 'all') is rebuilt right away.",
         ),

@@ -20,6 +20,8 @@ CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[
 
 with DAG(
     dag_id="dss_example_notebook",
+    description="A recipe generates orders; a parameterised notebook reports on them",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["dss_airflow", "example", "notebook"],
@@ -30,7 +32,7 @@ with DAG(
             "demo",
             description="Where the recipe and the notebook run; 'inherit' uses the project's default.",
         ),
-        "product": Param("all", enum=["all", "widget", "gadget", "gizmo"], title="Product"),
+        "product": Param("all", type="string", enum=["all", "widget", "gadget", "gizmo"], title="Product"),
         "min_quantity": Param(1, type="integer", minimum=1, maximum=5, title="Minimum quantity"),
     },
     default_args={"config_dir": CONFIG_DIR, "project": "demo"},

@@ -17,6 +17,8 @@ CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[
 
 with DAG(
     dag_id="dss_example_on_image_change",
+    description="Re-runs a report whenever the 'reporting' code env's image is rebuilt",
+    doc_md=__doc__,
     schedule=[code_env_asset("reporting")],
     catchup=False,
     tags=["dss_airflow", "example"],

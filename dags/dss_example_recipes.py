@@ -17,6 +17,8 @@ CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[
 
 with DAG(
     dag_id="dss_example_recipes",
+    description="Two recipes of the demo project on the execution config chosen at trigger time",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["dss_airflow", "example"],

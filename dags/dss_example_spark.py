@@ -17,6 +17,8 @@ CONFIG_DIR = os.environ.get("DSS_AIRFLOW_CONFIG") or str(Path(__file__).parents[
 
 with DAG(
     dag_id="dss_example_spark",
+    description="A recipe generates orders; a PySpark job aggregates them per product",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["dss_airflow", "example", "spark"],

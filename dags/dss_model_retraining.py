@@ -6,6 +6,11 @@ the trigger form says "force promote". Scoring then uses the active version, or 
 
 Trigger form (Airflow UI "Trigger DAG w/ config"): execution config (where every step runs), version to
 score with, force promote, and the share of flipped training labels (to see a bad batch rejected).
+
+**Triggering it while it is paused:** the form's "Unpause dss_model_retraining on trigger" box is ticked
+by default. Unpausing a scheduled DAG makes the scheduler run its latest weekly interval as well, with the
+params' defaults (inherit, active, no force, no noise), after your run (one run at a time). Untick the box
+to run only what you asked for.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ CHALLENGER = "{{ ti.xcom_pull(task_ids='retrain')['version'] }}"
 
 with DAG(
     dag_id="dss_model_retraining",
+    description="Weekly retraining: prepare, retrain, evaluate, promote if better, score",
+    doc_md=__doc__,
     schedule="@weekly",
     start_date=datetime(2026, 1, 5),
     catchup=False,

@@ -1,6 +1,6 @@
 """``dss-airflow`` command line: admin tools that need no running Airflow.
 
-dss-airflow config validate [--config-dir DIR]   # every problem with file:line and fix; exit 1 if any
+dss-airflow config validate [--config-dir DIR] [--check-connections]   # every problem, file:line, fix
 dss-airflow config show [--config-dir DIR]       # what was loaded, and from where
 dss-airflow images status [ENV ...] | images log ENV [--config CFG]   # from the ledger, on any host
 dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--folder NAME ...]
@@ -21,10 +21,11 @@ from dss_airflow.errors import DSSAirflowError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dss_airflow.config.catalog import Catalog
     from dss_airflow.images.service import ImageService
 
 
-def _config_validate(config_dir: Path | None) -> int:
+def _config_validate(config_dir: Path | None, check_connections: bool = False) -> int:
     from dss_airflow.config.catalog import SECTION_KINDS
     from dss_airflow.config.loader import explicit_config_dir, load_catalog
     from dss_airflow.errors import InvalidConfigError
@@ -43,7 +44,60 @@ def _config_validate(config_dir: Path | None) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     counts = {f"{kind}s": len(getattr(catalog, section)) for section, kind in SECTION_KINDS.items()}
     print(f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
-    return 0
+    return _check_connections(catalog) if check_connections else 0
+
+
+#: The connection type each kind of connection field expects (the providers define them).
+CONNECTION_TYPES = {
+    "connection_id": "docker",
+    "kubernetes_conn_id": "kubernetes",
+    "state_conn_id": "postgres",
+}
+
+
+def _check_connections(catalog: Catalog) -> int:
+    """Every Airflow connection the config names (and ``state_conn_id``), looked up as Airflow's own
+    ``airflow connections get`` does (secrets backends, ``AIRFLOW_CONN_*``, the metadata database): each
+    missing one where it is named, exit 1 if any. Imports Airflow (a second or so)."""
+    import os
+
+    from airflow.models.connection import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from dss_airflow.settings import ENV_STATE_CONN_ID, state_conn_id
+
+    named = [
+        (conn_id, field, f"{file}:{line}" if line else file)
+        for conn_id, field, (file, line) in catalog.named_connections()
+    ]
+    state = state_conn_id()
+    if state:
+        where = (
+            f"${ENV_STATE_CONN_ID}" if os.environ.get(ENV_STATE_CONN_ID) else "[dss_airflow] state_conn_id"
+        )
+        named.append((state, "state_conn_id", where))
+    types: dict[str, str | None] = {}
+    for conn_id in sorted({conn_id for conn_id, _, _ in named}):
+        try:
+            types[conn_id] = Connection.get_connection_from_secrets(conn_id).conn_type
+        except AirflowNotFoundException:
+            types[conn_id] = None
+    for conn_id, field, where in named:
+        expected = CONNECTION_TYPES[field.rsplit(".", 1)[-1]]
+        if types[conn_id] is None:
+            print(
+                f"{where}: {field}: Airflow connection {conn_id!r} does not exist. Fix: `airflow connections "
+                f"add {conn_id} --conn-type {expected} ...`, AIRFLOW_CONN_{conn_id.upper()} or a secrets "
+                "backend, or name an existing connection",
+                file=sys.stderr,
+            )
+        elif types[conn_id] != expected:
+            warning = f"connection {conn_id!r} is of type {types[conn_id]!r}, not {expected!r}"
+            print(f"warning: {where}: {field}: {warning}", file=sys.stderr)
+    missing = [conn_id for conn_id, conn_type in types.items() if conn_type is None]
+    summary = f"connections: {len(types)} named, {len(missing)} missing"
+    print(summary + (f" ({', '.join(missing)})" if missing else ""))
+    return 1 if missing else 0
 
 
 def _config_show(config_dir: Path | None) -> int:
@@ -372,6 +426,11 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in subcommands:
         sub = config_commands.add_parser(name, help=help_text)
         sub.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+    config_commands.choices["validate"].add_argument(
+        "--check-connections",
+        action="store_true",
+        help="also look up every Airflow connection the config names (exit 1 if one is missing)",
+    )
     images = commands.add_parser("images", help="code-env and base images")
     image_commands = images.add_subparsers(dest="command", required=True)
     for name, help_text in IMAGE_COMMANDS.items():
@@ -425,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.group == "gc":
             return _gc(args)
         if args.command == "validate":
-            return _config_validate(args.config_dir)
+            return _config_validate(args.config_dir, args.check_connections)
         return _config_show(args.config_dir)
     except DSSAirflowError as exc:
         print(exc, file=sys.stderr)

@@ -57,7 +57,7 @@ def render_task(
     from kubernetes.client import ApiClient
 
     from dss_airflow.backends.base import RunOptions
-    from dss_airflow.backends.kubernetes import KubernetesBackend, build_secret, make_operator
+    from dss_airflow.backends.kubernetes import KubernetesBackend, build_secret, submitted_manifest
     from dss_airflow.config.loader import get_catalog
     from dss_airflow.errors import ImageNotBuiltError
     from dss_airflow.images.envbuild import ENV_PYTHON
@@ -97,17 +97,15 @@ def render_task(
         logging.getLogger(__name__),
         options,
         key,
-        task.secret_refs(),
+        secret_refs=task.secret_refs(),
         read_secrets=lambda refs, _task_id: TaskSecrets.placeholder(refs) if refs else None,
     )
     assert isinstance(prepared.backend, KubernetesBackend)
-    pod = prepared.backend.pod(prepared.spec)
-    submitted = make_operator(task_id, pod, config).build_pod_request_obj(dry_run=True)
-    manifests = [build_secret(prepared.spec, config), submitted]
-    if manifests[0] is not None:
+    documents = [submitted_manifest(task_id, prepared.backend.pod(prepared.spec), config)]
+    secret = build_secret(prepared.spec, config)
+    if secret is not None:
         header += "# the Secret's values are read from Airflow when the task runs: shown empty here\n"
-    api = ApiClient()
-    documents = [api.sanitize_for_serialization(manifest) for manifest in manifests if manifest is not None]
+        documents.insert(0, ApiClient().sanitize_for_serialization(secret))
     return header + str(yaml.safe_dump_all(documents, sort_keys=False))
 
 

@@ -20,7 +20,7 @@ from dss_airflow.config.models import (
     GpuRequest,
     KubernetesExecutionConfig,
 )
-from dss_airflow.config.quantities import parse_k8s_quantity
+from dss_airflow.config.quantities import docker_size_text, parse_k8s_quantity
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -239,6 +239,47 @@ def code_env_spec(
         labels={**_base_labels(resolved), **labels},
         host_result_file=host_result_file,
     )
+
+
+def describe_spec(spec: ContainerSpec) -> dict[str, Any]:
+    """What a spec runs, for people (the task's rendered ``resolved_execution``): image, command, the
+    *names* of its environment (values may be credentials: never shown), mounts, user and limits."""
+    described: dict[str, Any] = {
+        "image": spec.image or "none: the code env's virtualenv on the worker",
+        "command": list(spec.command),
+        "workdir": spec.workdir,
+        "user": spec.user or "the worker's own",
+        "env_names": sorted(spec.env),
+        "mounts": [_mount_text(mount) for mount in spec.mounts],
+        "limits": _limits_text(spec.resources) or "none",
+    }
+    if spec.copies:  # the "copy" layout: nothing of the worker is mounted
+        described["copied_into_the_container"] = [_mount_text(copy) for copy in spec.copies]
+    return described
+
+
+def _mount_text(mount: MountSpec) -> str:
+    source = f"pvc {mount.claim}:/{mount.source}" if mount.claim else mount.source
+    return f"{source} -> {mount.target} ({'ro' if mount.read_only else 'rw'})"
+
+
+def _limits_text(resources: ResourceSpec) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    if resources.memory_bytes:
+        limits["memory"] = docker_size_text(resources.memory_bytes)
+    if resources.nano_cpus:
+        limits["cpus"] = resources.nano_cpus / 1_000_000_000
+    if resources.shm_bytes:
+        limits["shm_size"] = docker_size_text(resources.shm_bytes)
+    if resources.runtime:
+        limits["runtime"] = resources.runtime
+    if resources.gpus:
+        limits["gpus"] = resources.gpus.model_dump(exclude_none=True)
+    if resources.k8s_requests:
+        limits["requests"] = dict(resources.k8s_requests)
+    if resources.k8s_limits:
+        limits["limits"] = dict(resources.k8s_limits)
+    return limits
 
 
 def _base_env(resolved: ResolvedExecution) -> dict[str, str]:

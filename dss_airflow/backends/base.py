@@ -119,6 +119,16 @@ class Backend(ABC):
         """Stop the running task (``on_kill``); the run then never reports success."""
         self._killed = True
 
+    def describe(self, spec: ContainerSpec) -> dict[str, Any]:
+        """Where this backend runs ``spec``, beyond the spec itself (daemon, cluster), for people: the
+        operators' rendered ``resolved_execution``. Never an environment value."""
+        return {}
+
+    def manifest(self, spec: ContainerSpec) -> dict[str, Any] | None:
+        """What the backend submits for ``spec``, when that is a manifest (a pod), without environment
+        values; None otherwise."""
+        return None
+
 
 class WorkerBackend(Backend):
     """The task sees the worker's folders: the worker stages, reads the result file and promotes."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from dss_airflow.backends.base import WorkerBackend, execute_composed
 from dss_airflow.config.models import DockerExecutionConfig
+from dss_airflow.config.quantities import docker_size_text
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.docker import docker_hook
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec, user_ids
@@ -246,13 +247,6 @@ def secret_archive(spec: ContainerSpec) -> bytes | None:
 KILLED = "the task was killed (on_kill: marked failed or cleared in Airflow, or its worker stopping)"
 
 
-def _size(value: int) -> str:
-    for unit, factor in (("g", 2**30), ("m", 2**20), ("k", 2**10)):
-        if value % factor == 0:
-            return f"{value // factor}{unit}"
-    return f"{value} bytes"
-
-
 def exit_cause(
     state: Mapping[str, Any] | None, killed: bool, config: DockerExecutionConfig, config_name: str
 ) -> str | None:
@@ -266,8 +260,8 @@ def exit_cause(
         if limit is None:
             return "the recipe ran out of memory (no limit on execution config: the host's memory ran out)"
         return (
-            f"the recipe ran out of memory (limit {_size(limit)} of execution config {config_name!r}): raise "
-            "resources.memory or use a larger config"
+            f"the recipe ran out of memory (limit {docker_size_text(limit)} of execution config "
+            f"{config_name!r}): raise resources.memory or use a larger config"
         )
     code = state.get("ExitCode")
     if code == 137:
@@ -305,6 +299,17 @@ class DockerBackend(WorkerBackend):
             worker_uid=os.getuid(),
             worker_gid=os.getgid(),
         )
+
+    def describe(self, spec: ContainerSpec) -> dict[str, Any]:
+        config = self.config
+        return {
+            "docker_host": config.docker_host,
+            "shares_worker_filesystem": config.shares_filesystem,
+            "registry": config.registry.url if config.registry else None,
+            "container": spec.name,
+            "network_mode": config.network_mode or "default",
+            "security": {**hardening(config), "cap_add": list(config.security.cap_add)},
+        }
 
     def execute(self, spec: ContainerSpec, context: Context) -> None:
         import requests

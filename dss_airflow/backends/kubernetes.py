@@ -393,6 +393,26 @@ def make_operator(task_id: str, pod: k8s.V1Pod, config: KubernetesExecutionConfi
     return operator_class(task_id=f"{task_id}.pod", **operator_kwargs(pod, config, **extra))
 
 
+def submitted_manifest(task_id: str, pod: k8s.V1Pod, config: KubernetesExecutionConfig) -> dict[str, Any]:
+    """The pod the provider submits for ``pod`` (its XCom sidecar and defaults added), as plain data:
+    what ``dss-airflow k8s render`` prints and the task's rendered ``resolved_execution`` shows."""
+    from kubernetes.client import ApiClient
+
+    submitted = make_operator(task_id, pod, config).build_pod_request_obj(dry_run=True)
+    manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(submitted)
+    return manifest
+
+
+def without_env_values(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with each container's environment reduced to names (and ``valueFrom`` references):
+    values may be credentials, and the runner's context is big."""
+    spec = manifest.get("spec") or {}
+    for container in (*spec.get("containers", []), *spec.get("initContainers", [])):
+        if container.get("env"):
+            container["env"] = [{k: v for k, v in var.items() if k != "value"} for var in container["env"]]
+    return manifest
+
+
 class PodBackend(Backend):
     """A backend whose task runs in pods: folders on PVCs at in-pod paths, the run directory an emptyDir,
     the code env's image (the runtime baked in); the runner promotes outputs in the pod."""
@@ -427,6 +447,20 @@ class KubernetesBackend(PodBackend):
 
     def pod(self, spec: ContainerSpec) -> k8s.V1Pod:
         return build_pod(spec, self.config)
+
+    def describe(self, spec: ContainerSpec) -> dict[str, Any]:
+        config = self.config
+        return {
+            "cluster": self.resolved.cluster_name or "the execution config's own",
+            "kubernetes_conn_id": config.kubernetes_conn_id,
+            "context": config.context,
+            "namespace": config.namespace,
+            "deferrable": self.options.deferrable,
+        }
+
+    def manifest(self, spec: ContainerSpec) -> dict[str, Any]:
+        task_id = spec.labels.get(f"{LABEL_PREFIX}.task_id", "task")
+        return without_env_values(submitted_manifest(task_id, self.pod(spec), self.config))
 
     def run(self, spec: ContainerSpec, context: Context) -> RunResult:
         """Run the pod to its end; the runner's result comes back through the XCom sidecar.

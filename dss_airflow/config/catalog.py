@@ -59,6 +59,13 @@ TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
     "execution_configs": EXECUTION_CONFIG_TYPES,
     "spark_configs": SPARK_CONFIG_TYPES,
 }
+#: Fields naming an Airflow connection, per section (their lines are kept: `config validate
+#: --check-connections` says where each missing one is named).
+CONNECTION_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "execution_configs": (("registry", "connection_id"), ("kubernetes_conn_id",)),
+    "spark_configs": (("registry", "connection_id"), ("kubernetes_conn_id",)),
+    "clusters": (("kubernetes_conn_id",),),
+}
 #: Always available, so that a machine with no config and no container engine can still run recipes.
 BUILTIN_LOCAL = LocalExecutionConfig(type="local", description="Built-in: a virtualenv on the worker")
 
@@ -110,6 +117,20 @@ class Catalog:
         except KeyError:
             result = self._checks[key] = check()
             return result
+
+    def named_connections(self) -> list[tuple[str, str, Location]]:
+        """(connection id, field path, where written) of every Airflow connection the YAML names."""
+        named = []
+        for section, paths in CONNECTION_FIELDS.items():
+            for name, item in sorted(getattr(self, section).items()):
+                for path in paths:
+                    value = item
+                    for key in path:
+                        value = getattr(value, key, None)
+                    if isinstance(value, str):
+                        field = ".".join((section, name, *path))
+                        named.append((value, field, self.where(section, name, *path)))
+        return named
 
     def lookup(self, section: str, name: str, *, field: str | None = None) -> Any:
         """An item by name, or an UnknownNameError listing the names and suggesting the closest."""

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from dss_airflow.config import disk_cache
 from dss_airflow.config.catalog import (
     BUILTIN_LOCAL,
+    CONNECTION_FIELDS,
     SECTION_KINDS,
     SECTIONS,
     TYPED_SECTIONS,
@@ -354,6 +355,9 @@ def _load_entry(section: str, name: str, raw: Any, *, file: Path, lines: _LineMa
         )
         return
     out.locations[(section, name)] = (str(file), line)
+    for path in CONNECTION_FIELDS.get(section, ()):
+        if (section, name, *path) in lines.lines:
+            out.locations[(section, name, *path)] = (str(file), lines.lines[(section, name, *path)])
     entry = _validate_entry(section, name, raw, file=file, lines=lines, out=out)
     if entry is not None:
         out.found[section][name] = entry

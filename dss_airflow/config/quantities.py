@@ -69,3 +69,12 @@ def parse_docker_size(value: str | int) -> int:
     if size <= 0:
         raise ValueError(f"{value!r} is not a positive size")
     return size
+
+
+def docker_size_text(size: int) -> str:
+    """A byte count as a Docker size ('512m', '2g'; bytes when it is no whole unit), as admins write it."""
+    for unit in ("t", "g", "m", "k"):
+        factor = _DOCKER_UNITS[unit]
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return f"{size} bytes"

@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from dss_airflow.config.spark import SparkConfig
 
 RECIPE_LANGUAGES = {".py": "python", ".r": "r", ".R": "r"}
+#: ``ResolvedExecution.selected_by`` when the task's own value chose the config (how it was set —
+#: argument, trigger form, param default — is known only to the operator: ``tasks.flow.task_value_origin``).
+TASK_LEVEL = "task"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def select_execution_config(catalog: Catalog, project_name: str, task_value: str
     """(config name, the level that chose it)."""
     project: Project = catalog.projects[project_name]
     for value, level in (
-        (task_value, "task"),
+        (task_value, TASK_LEVEL),
         (project.default_execution_config, f"project {project_name!r} default"),
         (catalog.defaults.execution_config, "global default"),
     ):

@@ -9,7 +9,7 @@ happen in ``execute``, from the rendered arguments.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
@@ -20,11 +20,17 @@ from dss_airflow.tasks.base import Placement
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import jinja2
     from airflow.sdk import Context
 
     from dss_airflow.backends.base import Backend, RunOptions
     from dss_airflow.tasks.base import TaskKind
     from dss_airflow.tasks.flow import RunKey
+
+
+#: The rendered field that shows what a try ran (:meth:`dss_airflow.tasks.flow.PreparedRun.description`).
+RESOLVED_FIELD = "resolved_execution"
+NOT_RESOLVED = "# Shown when this try ends; if this stays, it failed before resolving or was killed (log)"
 
 
 class DSSTaskOperator(BaseOperator):
@@ -44,7 +50,14 @@ class DSSTaskOperator(BaseOperator):
     :param variables: Airflow variable keys it reads with ``dss_recipe.variable(name)``: read on the worker
         when the task runs, masked in logs, delivered as a private file (never env, argv, labels, XCom);
         a missing one fails the task before anything starts (names, not templated)
+
+    Rendered Templates also show ``resolved_execution`` (each operator lists it last in its
+    ``template_fields``): what the try ran, set in ``execute`` and stored when the try ends.
     """
+
+    template_fields_renderers: ClassVar[dict[str, str]] = {RESOLVED_FIELD: "yaml"}
+    #: Airflow stores the rendered fields again when the try ends (as ``@task.bash`` does for its command).
+    overwrite_rtif_after_execution = True
 
     def __init__(
         self,
@@ -69,6 +82,9 @@ class DSSTaskOperator(BaseOperator):
         self.deferrable = deferrable
         refs = SecretRefs.declared(connections, variables)  # their shape: a DAG import error when wrong
         self.connections, self.variables = list(refs.connections), list(refs.variables)
+        #: As written in the DAG (Airflow renders ``execution_config`` in place): how it was set.
+        self._execution_config_as_written = execution_config
+        self.resolved_execution: str | None = None
         self._backend: Backend | None = None
 
     @abstractmethod
@@ -90,6 +106,10 @@ class DSSTaskOperator(BaseOperator):
         if resolved is not None and resolved.execution_config.queue and not self._queue_from_dag:
             self.queue = resolved.execution_config.queue
 
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        super().render_template_fields(context, jinja_env)
+        self.resolved_execution = NOT_RESOLVED
+
     def execute(self, context: Context) -> dict[str, Any]:
         from dss_airflow.backends.base import RunOptions
         from dss_airflow.tasks.flow import RunKey
@@ -97,14 +117,7 @@ class DSSTaskOperator(BaseOperator):
         return self._run(context, RunOptions(deferrable=self.deferrable), RunKey.of(context["ti"]))
 
     def resume_from_pod(
-        self,
-        context: Context,
-        event: dict[str, Any],
-        *,
-        run_key: str,
-        unique: str,
-        image: str,
-        python: str,
+        self, context: Context, event: dict[str, Any], *, run_key: str, unique: str, image: str, python: str
     ) -> dict[str, Any]:
         """A deferred kubernetes run re-enters here once the provider's trigger has seen the pod end.
 
@@ -123,13 +136,15 @@ class DSSTaskOperator(BaseOperator):
         """The flow (docs/architecture.md); the run-time layers are imported here, not at parse time."""
         from airflow.sdk.exceptions import TaskDeferred
 
-        from dss_airflow.tasks.flow import finish_run, prepare_run, warn_unknown_conf_keys
+        from dss_airflow.tasks.flow import finish_run, prepare_run, task_value_origin, warn_unknown_conf_keys
 
         warn_unknown_conf_keys(context, self.log)
         catalog = get_catalog(self.config_dir)
+        origin = task_value_origin(self._execution_config_as_written, context)
         prepared = prepare_run(
-            self.task(), catalog, context["ti"], self.log, options, key, self.secret_refs()
+            self.task(), catalog, context["ti"], self.log, options, key, origin, self.secret_refs()
         )
+        self.resolved_execution = prepared.description()
         self._backend = prepared.backend
         try:
             result = prepared.backend.run(prepared.spec, context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from dss_airflow.operators.base import DSSTaskOperator
+from dss_airflow.operators.base import RESOLVED_FIELD, DSSTaskOperator
 from dss_airflow.tasks.model import ModelTask
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ class _ModelOperator(DSSTaskOperator):
     action: ClassVar[Action]
     template_fields: Sequence[str] = (
         "model", "data", "version", "force", "predictions", "code_env", "execution_config", "cluster",
+        RESOLVED_FIELD,
     )  # fmt: skip
     ui_color = "#8e6bbf"
 

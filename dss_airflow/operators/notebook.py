@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.operators.base import DSSTaskOperator
+from dss_airflow.operators.base import RESOLVED_FIELD, DSSTaskOperator
 from dss_airflow.staging import copy_refs
 from dss_airflow.tasks.notebook import PROJECT_LIBRARY, NotebookTask
 
@@ -46,8 +46,9 @@ class DSSNotebookOperator(DSSTaskOperator):
         "code_env",
         "execution_config",
         "cluster",
+        RESOLVED_FIELD,
     )
-    template_fields_renderers = {"parameters": "json"}
+    template_fields_renderers = {**DSSTaskOperator.template_fields_renderers, "parameters": "json"}
     ui_color = "#f37726"
 
     def __init__(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.operators.base import DSSTaskOperator
+from dss_airflow.operators.base import RESOLVED_FIELD, DSSTaskOperator
 from dss_airflow.staging import copy_refs
 from dss_airflow.tasks.recipe import RecipeTask
 
@@ -37,8 +37,9 @@ class DSSContainerRecipeOperator(DSSTaskOperator):
         "inputs",
         "outputs",
         "recipe_params",
+        RESOLVED_FIELD,
     )
-    template_fields_renderers = {"recipe_params": "json"}
+    template_fields_renderers = {**DSSTaskOperator.template_fields_renderers, "recipe_params": "json"}
     ui_color = "#2ab1ac"
 
     def __init__(

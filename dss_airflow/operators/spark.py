@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.operators.base import DSSTaskOperator
+from dss_airflow.operators.base import RESOLVED_FIELD, DSSTaskOperator
 from dss_airflow.staging import copy_refs
 from dss_airflow.tasks.spark import SparkTask
 
@@ -40,6 +40,7 @@ class DSSSparkOperator(DSSTaskOperator):
         "inputs",
         "outputs",
         "recipe_params",
+        RESOLVED_FIELD,
     )
     ui_color = "#e25a1c"
 

@@ -8,13 +8,15 @@ and hands the result to :func:`finish_run`; ``dss-airflow k8s render`` and a res
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.backends import backend_for
+from dss_airflow.config.resolve import TASK_LEVEL, is_templated
 from dss_airflow.errors import ConfigError, ExecutionError
-from dss_airflow.spec import LABEL_PREFIX, TaskRun
+from dss_airflow.spec import LABEL_PREFIX, TaskRun, describe_spec
 from dss_airflow.task_secrets import NO_SECRETS, fetch_secrets, redacted
 from dss_airflow.tasks.base import Ran
 
@@ -29,6 +31,11 @@ if TYPE_CHECKING:
     from dss_airflow.spec import ContainerSpec
     from dss_airflow.task_secrets import SecretRefs, TaskSecrets
     from dss_airflow.tasks.base import TaskKind, TaskPlan
+
+
+#: How a task's execution_config was set when nothing templated it.
+ARGUMENT_ORIGIN = "chosen by the task's execution_config argument"
+_PARAM_REFERENCE = re.compile(r"""\bparams(?:\.(\w+)|\[\s*["'](\w+)["']\s*\])""")
 
 
 @dataclass(frozen=True)
@@ -62,7 +69,8 @@ def task_labels(ti: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class PreparedRun:
-    """A run ready to start: the kind's plan, where it was resolved to run, its backend and its spec."""
+    """A run ready to start: the kind's plan, where it was resolved to run (and what chose that), its
+    backend and its spec."""
 
     task: TaskKind
     resolved: ResolvedExecution
@@ -70,6 +78,32 @@ class PreparedRun:
     backend: Backend
     spec: ContainerSpec
     key: RunKey
+    chosen: str
+
+    def description(self) -> str:
+        """What this try runs and why, as YAML for people (the operators' rendered ``resolved_execution``):
+        the resolution, the spec the backend runs (environment *names* only) and the backend's own facts
+        (daemon, cluster, the pod it submits)."""
+        import yaml
+
+        resolved = self.resolved
+        described: dict[str, Any] = {
+            "execution_config": resolved.execution_config_name,
+            "chosen": self.chosen.removeprefix("chosen "),  # "by the global default", "in the trigger form…"
+            "backend": resolved.execution_config.type,
+        }
+        if resolved.spark_config is not None:  # a Spark job runs where its spark config says
+            how = "kubernetes" if resolved.spark_config.is_cluster else "local"
+            described = {"spark_config": resolved.spark_config_name, "backend": f"spark ({how})"}
+        described.update(project=resolved.project_name, code_env=resolved.code_env_name)
+        described.update(self.backend.describe(self.spec))
+        manifest = self.backend.manifest(self.spec)
+        if manifest is None:
+            described.update(describe_spec(self.spec))
+        else:  # the pod says it all (image, command, env names, mounts, user, limits), and once
+            described["pod"] = manifest
+        header = "# What this try runs, as dss_airflow resolved it (environment values are never shown)\n"
+        return header + str(yaml.safe_dump(described, sort_keys=False, width=110))
 
 
 def prepare_run(
@@ -79,24 +113,28 @@ def prepare_run(
     log: TaskLog,
     options: RunOptions,
     key: RunKey,
+    origin: str = ARGUMENT_ORIGIN,
     secret_refs: SecretRefs = NO_SECRETS,
     read_secrets: Callable[[SecretRefs, str], TaskSecrets | None] = fetch_secrets,
 ) -> PreparedRun:
     """Resolve, plan, choose the backend, read the declared connections and variables from Airflow and
-    build the spec (nothing runs yet: a missing connection fails here)."""
+    build the spec (nothing runs yet: a missing connection fails here). ``origin`` says how the task's
+    own execution_config was set (:func:`task_value_origin`), for when that is what chose it."""
     resolved = task.resolve(catalog)
     plan = task.plan(catalog, resolved, ti)
+    chosen = origin if resolved.selected_by == TASK_LEVEL else f"chosen by the {resolved.selected_by}"
     log.info(
         "%s: project %r, code env %r, %s",
         plan.label[:1].upper() + plan.label[1:],
         resolved.project_name,
         resolved.code_env_name,
-        _where(resolved),
+        _where(resolved, chosen),
     )
     backend = backend_for(catalog, resolved, log, options)
     if secret_refs and not backend.delivers_secrets:
         raise ConfigError(
-            f"{plan.label} declares connections or variables, which {_where(resolved)} cannot deliver",
+            f"{plan.label} declares connections or variables, which "
+            f"{_where(resolved, chosen)} cannot deliver",
             field="connections",
             fix="read them in the application from a Kubernetes Secret the spark config mounts, or run it on "
             "a local spark config",
@@ -121,7 +159,29 @@ def prepare_run(
         unique=key.unique,
         secrets=values,
     )
-    return PreparedRun(task, resolved, plan, backend, backend.prepare(run), key)
+    return PreparedRun(task, resolved, plan, backend, backend.prepare(run), key, chosen)
+
+
+def task_value_origin(template: object, context: Mapping[str, Any]) -> str:
+    """How the task's own execution_config was set, said truthfully (log line, rendered description):
+    as written in the DAG, from one DAG param — set when the run was triggered (trigger form or run
+    conf) or left at its default — or from another template.
+
+    ``template`` is the argument as written (before Airflow rendered it)."""
+    if not is_templated(template):
+        return ARGUMENT_ORIGIN
+    text = str(template).strip()
+    names = {attribute or key for attribute, key in _PARAM_REFERENCE.findall(text)}
+    if len(names) == 1:
+        (name,) = names
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        params = context.get("params") or {}
+        if name in conf and params.get(name) == conf[name]:  # unless conf may not override params
+            return f"chosen in the trigger form (or run conf): params.{name}"
+        return f"chosen by the default of DAG param params.{name} (not set when triggered)"
+    if "dag_run.conf" in text:
+        return f"chosen in the run conf: {text}"
+    return f"chosen by the task's templated execution_config argument {text}"
 
 
 def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str, Any]:
@@ -157,15 +217,13 @@ def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str,
     return outcome
 
 
-def _where(resolved: ResolvedExecution) -> str:
+def _where(resolved: ResolvedExecution, chosen: str) -> str:
     if resolved.spark_config is not None:
         config = resolved.spark_config
         how = "local" if not config.is_cluster else f"kubernetes, {getattr(config, 'mode', '')}"
         return f"spark config {resolved.spark_config_name!r} ({how})"
-    where = (
-        f"execution config {resolved.execution_config_name!r} ({resolved.execution_config.type}, chosen by "
-        f"the {resolved.selected_by})"
-    )
+    kind = resolved.execution_config.type
+    where = f"execution config {resolved.execution_config_name!r} ({kind}; {chosen})"
     if resolved.cluster_name:
         where += f", on cluster {resolved.cluster_name!r}"
     return where

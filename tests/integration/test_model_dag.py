@@ -111,7 +111,8 @@ def test_retraining_dag_on_docker(airflow_env, tmp_path, base_image, docker_clie
     (error,) = no_registry.failed.values()
     assert "registry connection 'dss_registry'" in error and "airflow connections add" in error
     output = retrain(airflow_env, tmp_path, {"execution_config": "docker-small", "force_promote": True})
-    assert "execution config 'docker-small' (docker, chosen by the task)" in output
+    chosen = "chosen in the trigger form (or run conf): params.execution_config"
+    assert f"execution config 'docker-small' (docker; {chosen})" in output
     (version,) = versions(tmp_path)
     meta = json.loads((saved_model(tmp_path) / "versions" / version / "meta.json").read_text())
     assert meta["execution_config"] == "docker-small"

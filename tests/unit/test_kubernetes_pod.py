@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from kubernetes.client import ApiClient
+from kubernetes.client import models as k8s
 from kubernetes.utils import parse_quantity
 
 from dss_airflow.backends.kubernetes import (
@@ -408,6 +409,10 @@ class FakeKPO:
     def on_kill(self):
         self.killed = True
 
+    def build_pod_request_obj(self, context=None, dry_run=False):
+        """What the task's rendered description shows (tested with the real provider elsewhere)."""
+        return k8s.V1Pod(api_version="v1", kind="Pod")
+
 
 def run_backend(monkeypatch, catalog, fake):
     import dss_airflow.backends.kubernetes as backend_module
@@ -567,8 +572,9 @@ def test_deferrable_run_defers_to_our_resume_method_and_finishes_like_a_waiting_
     deferrable_flags: list[bool] = []
 
     def fake_make_operator(task_id, pod, config, **extra):
-        pods.append(pod)
-        deferrable_flags.append(extra.get("deferrable", False))
+        if "deferrable" in extra:  # the run's operator (the rendered description builds one too)
+            pods.append(pod)
+            deferrable_flags.append(extra["deferrable"])
         return fake
 
     monkeypatch.setattr(lookup, "image_for", lambda catalog, resolved, ledger=None: IMAGE)

@@ -58,6 +58,13 @@ def test_trigger_form_choices_hide_forbidden_configs(tmp_path):
     assert param.description == (
         "Where it runs. Not available to project 'demo': docker-restricted (groups ml-team)."
     ), "a REST trigger gets only 'is not one of': the form says why beforehand"
+    assert param.schema["type"] == "string", "never null"
+    assert param.schema["values_display"] == {
+        "inherit": "inherit: the global default (local)",
+        "docker-small": "docker-small",  # no description written
+        "k8s": "k8s",
+        "local": "local: Built-in: a virtualenv on the worker",
+    }
 
 
 def test_templated_folder_refs_are_checked_at_run_time_only(tmp_path):
@@ -97,3 +104,12 @@ def test_a_configs_queue_routes_its_tasks_unless_the_dag_sets_one(tmp_path):
     write_config(tmp_path, {"c.yaml": routed.replace("queue: host-a", "queue: 'two words'")})
     with pytest.raises(InvalidConfigError, match=r"execution_configs.docker-small.queue"):
         load_catalog(tmp_path)
+
+
+def test_the_trigger_form_says_what_inherit_comes_to(tmp_path):
+    catalog_with(tmp_path, "docker-small", "k8s")
+    labels = execution_config_param(str(tmp_path), "demo").schema["values_display"]
+    assert labels["inherit"] == "inherit: the project 'demo' default (docker-small)"
+    assert execution_config_param(str(tmp_path)).schema["values_display"]["inherit"] == labels["inherit"], (
+        "defaults.project is demo"
+    )

@@ -14,6 +14,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "dss_airflow"
 MAX_MODULE_LINES = 600
 MAX_OPERATOR_LINES = 150
+#: operators/base.py is the one operator base that runs the flow for every kind, not a declaration.
+MAX_OPERATOR_BASE_LINES = 200
 #: Where exception classes may be defined: the Airflow side, and the runtime (a separate stdlib program
 #: that runs inside code envs of any Python and cannot import the Airflow side).
 ERROR_MODULES = {"dss_airflow.errors", "dss_airflow.runtime.errors"}
@@ -113,6 +115,7 @@ def test_operators_are_thin_declarations():
         for path in (PACKAGE / "operators").glob("*.py")
     }
     assert len(sizes) >= 5, "sanity: the operator modules were found"
+    assert sizes.pop("base.py") <= MAX_OPERATOR_BASE_LINES
     assert {name: n for name, n in sizes.items() if n > MAX_OPERATOR_LINES} == {}
 
 
