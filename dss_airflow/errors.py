@@ -154,6 +154,18 @@ class DaemonUnreachableError(ExecutionError):
         super().__init__(f"Docker daemon {host} of {whose} is unusable: {reason}. {fix}")
 
 
+def _undefined_in_airflow(kind: str, names: Sequence[str], command: str, env_prefix: str) -> str:
+    """One sentence of MissingSecretError: the names, and how to define the first of them."""
+    if not names:
+        return ""
+    example = names[0]
+    return (
+        f"{kind} {', '.join(repr(name) for name in names)}, which Airflow does not define: add each before "
+        f"the task runs, e.g. `{command.format(example)}` (or {env_prefix}{example.upper()} on the workers, "
+        "or a secrets backend)"
+    )
+
+
 class MissingSecretError(DSSAirflowError):
     """A task declares connections or variables that Airflow does not define: raised on the worker before
     anything starts, naming the task, each missing name and how to add it."""
@@ -162,23 +174,15 @@ class MissingSecretError(DSSAirflowError):
         self.task_id = task_id
         self.connections = list(connections)
         self.variables = list(variables)
-        problems = []
-        if self.connections:
-            names = ", ".join(repr(name) for name in self.connections)
-            example = self.connections[0]
-            problems.append(
-                f"connection(s) {names}, which Airflow does not define: add each before the task runs, e.g. "
-                f"`airflow connections add {example} --conn-uri 'postgresql://LOGIN:PASSWORD@HOST:5432/SCHEMA'`"
-                f" (or AIRFLOW_CONN_{example.upper()} on the workers, or a secrets backend)"
-            )
-        if self.variables:
-            names = ", ".join(repr(name) for name in self.variables)
-            example = self.variables[0]
-            problems.append(
-                f"variable(s) {names}, which Airflow does not define: add each before the task runs, e.g. "
-                f"`airflow variables set {example} VALUE` (or AIRFLOW_VAR_{example.upper()} on the workers, "
-                "or a secrets backend)"
-            )
+        add_connection = (
+            "airflow connections add {} --conn-uri 'postgresql://LOGIN:PASSWORD@HOST:5432/SCHEMA'"
+        )
+        set_variable = "airflow variables set {} VALUE"
+        problems = [
+            _undefined_in_airflow("connection(s)", self.connections, add_connection, "AIRFLOW_CONN_"),
+            _undefined_in_airflow("variable(s)", self.variables, set_variable, "AIRFLOW_VAR_"),
+        ]
+        problems = [problem for problem in problems if problem]
         super().__init__(f"task {task_id!r} declares " + "; and ".join(problems) + ". Nothing was started.")
 
 
