@@ -48,6 +48,7 @@ CONFIG = """
       raw: {path: raw}
       out: {path: out}
       reports: {path: reports}
+      scratch: {path: scratch}
     projects:
       demo: {root: project}
 """
@@ -362,14 +363,16 @@ def test_an_r_kernel_runs_in_its_container_with_the_r_runtime_and_leaves_nothing
 
     catalog = load_catalog(r_config)
     assert ImageService(catalog).build(envs=["r-nb"]).ok
-    names = install(catalog, folders=["reports"], prefix=str(tmp_path))
+    # A folder the launcher creates is handed to the container's user; one the worker's user owns already
+    # would be read-only to the kernel (README, Notebooks).
+    names = install(catalog, folders=["scratch"], prefix=str(tmp_path))
     assert names == ["dss-demo-r-nb-docker-r", "dss-demo-r-nb-docker-r-r"], names
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     manager, client = start_new_kernel(kernel_name="dss-demo-r-nb-docker-r-r", startup_timeout=120)
     try:
         outputs: list[str] = []
         code = (
-            'writeLines("written by R", file.path(output_dir("reports"), "from-r-kernel.txt"))\n'
+            'writeLines("written by R", file.path(output_dir("scratch"), "from-r-kernel.txt"))\n'
             'cat(R.version$major, Sys.getenv("DSS_CODE_ENV"), system("id -u", intern = TRUE))'
         )
         reply = client.execute_interactive(
@@ -380,7 +383,7 @@ def test_an_r_kernel_runs_in_its_container_with_the_r_runtime_and_leaves_nothing
         assert reply["content"]["status"] == "ok", reply["content"]
         major, env, uid = "".join(outputs).split()
         assert (major, env) == ("4", "r-nb") and int(uid) != 0
-        assert (r_config / "data" / "reports" / "from-r-kernel.txt").read_text() == "written by R\n"
+        assert (r_config / "data" / "scratch" / "from-r-kernel.txt").read_text() == "written by R\n"
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
