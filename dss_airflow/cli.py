@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,18 @@ if TYPE_CHECKING:
     from dss_airflow.images.service import ImageService
 
 
-def _config_validate(config_dir: Path | None) -> int:
+@dataclass(frozen=True)
+class ConfigValidation:
+    """What ``config validate`` says about a config directory (the CLI prints it, the admin page shows it)."""
+
+    valid: bool
+    summary: str  # the verdict line (or the first line of the problems)
+    problems: str = ""  # every problem with file:line, field path, fix and suggestion
+    warnings: tuple[str, ...] = ()
+
+
+def config_validation(config_dir: Path | None = None) -> ConfigValidation:
+    """Validate ``config_dir`` (default: the configured one), as ``dss-airflow config validate`` does."""
     from dss_airflow.config.catalog import SECTION_KINDS
     from dss_airflow.config.loader import explicit_config_dir, load_catalog
     from dss_airflow.errors import InvalidConfigError
@@ -34,15 +46,23 @@ def _config_validate(config_dir: Path | None) -> int:
     try:
         catalog = load_catalog(directory)
     except InvalidConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return ConfigValidation(False, str(exc).splitlines()[0], problems=str(exc))
     if not directory.is_dir():
-        print(f"{directory}: no config directory; using the embedded default (one 'local' execution config)")
-        return 0
-    for warning in catalog.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        default = "using the embedded default (one 'local' execution config)"
+        return ConfigValidation(True, f"{directory}: no config directory; {default}")
     counts = {f"{kind}s": len(getattr(catalog, section)) for section, kind in SECTION_KINDS.items()}
-    print(f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
+    summary = f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")"
+    return ConfigValidation(True, summary, warnings=tuple(catalog.warnings))
+
+
+def _config_validate(config_dir: Path | None) -> int:
+    report = config_validation(config_dir)
+    if report.problems:
+        print(report.problems, file=sys.stderr)
+        return 1
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(report.summary)
     return 0
 
 
