@@ -8,6 +8,7 @@ saved in ``.run/artefacts/admin-page/`` (printed at the start of the module).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import shutil
@@ -45,7 +46,7 @@ CHROMIUM_FLAGS = [
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, base_image, shared_cache) -> Iterator[dict[str, Any]]:
+def deployment(tmp_path_factory, base_image, docker_client, shared_cache) -> Iterator[dict[str, Any]]:
     """Airflow with the admin DAGs, a built image of ``reporting`` and one retraining run."""
     root = tmp_path_factory.mktemp("admin-page")
     dags = root / "dags"
@@ -74,14 +75,7 @@ def deployment(tmp_path_factory, base_image, shared_cache) -> Iterator[dict[str,
     try:
         cluster.airflow("db", "migrate")
         cluster.start_core()
-        build = subprocess.run(
-            ["dss-airflow", "images", "build", "reporting", "--config", "docker-small", "--quiet"],
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert build.returncode == 0, build.stdout + build.stderr
+        build_image(cluster.env, docker_client)
         cluster.airflow("dags", "test", "dss_model_retraining", timeout=1200)
         cluster.wait_parsed(DAGS)
         cluster.airflow("dags", "unpause", "dss_model_promote")
@@ -90,6 +84,27 @@ def deployment(tmp_path_factory, base_image, shared_cache) -> Iterator[dict[str,
         yield {"cluster": cluster, "base": f"http://127.0.0.1:{API_PORT}", "passwords": passwords}
     finally:
         cluster.stop()
+
+
+def build_image(env: dict[str, str], docker_client) -> None:
+    """``images build reporting``, forced: an image left by an earlier run would be reused, and its log
+    is in that run's ledger only. The image it replaces under the same tag goes, unless something uses it."""
+    import docker.errors
+
+    ours = {"label": "dss_airflow.code_env=reporting"}
+    before = {image.id for image in docker_client.images.list(filters=ours)}
+    build = subprocess.run(
+        ["dss-airflow", "images", "build", "reporting", "--config", "docker-small", "--force", "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    for image_id in before:
+        with contextlib.suppress(docker.errors.APIError):  # tagged still, or used by a container
+            if not docker_client.images.get(image_id).tags:
+                docker_client.images.remove(image_id)
 
 
 @pytest.fixture(scope="module")
