@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from airflow.api_fastapi.app import API_ROOT_PATH, get_auth_manager
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import jinja2
 
     from dss_airflow.config.catalog import Catalog
+    from dss_airflow.images.ledger import Ledger
 
 #: The custom view the auth manager is asked about for reading the page.
 RESOURCE = "DSS admin"
@@ -80,7 +81,7 @@ def catalog() -> Catalog:
     return get_catalog()
 
 
-def open_ledger() -> Any:
+def open_ledger() -> Ledger:
     from dss_airflow.images.ledger import Ledger
 
     return Ledger.default()
@@ -115,11 +116,12 @@ def render(request: Request, user: BaseUser, *, error: str | None = None, code: 
     notice = None
     if request.query_params.get("dag") in ACTION_DAGS and request.query_params.get("run"):
         dag_id, run_id = request.query_params["dag"], request.query_params["run"]
-        notice = {"dag_id": dag_id, "run_id": run_id, "href": f"{API_ROOT_PATH}dags/{dag_id}/runs/{run_id}"}
+        href = f"{API_ROOT_PATH}dags/{dag_id}/runs/{quote(run_id, safe='')}"
+        notice = {"dag_id": dag_id, "run_id": run_id, "href": href}
     html = (
         templates()
         .get_template("admin.html")
-        .render(data=data, user=user.get_name(), error=error, notice=notice, airflow_root=API_ROOT_PATH)
+        .render(data=data, user=user.get_name(), error=error, notice=notice)
     )
     return HTMLResponse(html, status_code=code)
 
