@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,19 @@ if TYPE_CHECKING:
     from dss_airflow.images.service import ImageService
 
 
-def _config_validate(config_dir: Path | None, check_connections: bool = False) -> int:
+@dataclass(frozen=True)
+class ConfigValidation:
+    """What ``config validate`` says about a config directory (the CLI prints it, the admin page shows it)."""
+
+    valid: bool
+    summary: str  # the verdict line (or the first line of the problems)
+    problems: str = ""  # every problem with file:line, field path, fix and suggestion
+    warnings: tuple[str, ...] = ()
+    catalog: Catalog | None = field(default=None, repr=False, compare=False)  # when valid
+
+
+def config_validation(config_dir: Path | None = None) -> ConfigValidation:
+    """Validate ``config_dir`` (default: the configured one), as ``dss-airflow config validate`` does."""
     from dss_airflow.config.catalog import SECTION_KINDS
     from dss_airflow.config.loader import explicit_config_dir, load_catalog
     from dss_airflow.errors import InvalidConfigError
@@ -35,16 +48,26 @@ def _config_validate(config_dir: Path | None, check_connections: bool = False) -
     try:
         catalog = load_catalog(directory)
     except InvalidConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
+        return ConfigValidation(False, str(exc).splitlines()[0], problems=str(exc))
     if not directory.is_dir():
-        print(f"{directory}: no config directory; using the embedded default (one 'local' execution config)")
-        return 0
-    for warning in catalog.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        default = "using the embedded default (one 'local' execution config)"
+        return ConfigValidation(True, f"{directory}: no config directory; {default}", catalog=catalog)
     counts = {f"{kind}s": len(getattr(catalog, section)) for section, kind in SECTION_KINDS.items()}
-    print(f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")")
-    return _check_connections(catalog) if check_connections else 0
+    summary = f"{directory}: valid (" + ", ".join(f"{n} {kind}" for kind, n in counts.items()) + ")"
+    return ConfigValidation(True, summary, warnings=tuple(catalog.warnings), catalog=catalog)
+
+
+def _config_validate(config_dir: Path | None, check_connections: bool = False) -> int:
+    report = config_validation(config_dir)
+    if report.problems:
+        print(report.problems, file=sys.stderr)
+        return 1
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(report.summary)
+    if check_connections and report.catalog is not None:
+        return _check_connections(report.catalog)
+    return 0
 
 
 #: The connection type each kind of connection field expects (the providers define them).
@@ -82,18 +105,18 @@ def _check_connections(catalog: Catalog) -> int:
             types[conn_id] = Connection.get_connection_from_secrets(conn_id).conn_type
         except AirflowNotFoundException:
             types[conn_id] = None
-    for conn_id, field, where in named:
-        expected = CONNECTION_TYPES[field.rsplit(".", 1)[-1]]
+    for conn_id, field_path, where in named:
+        expected = CONNECTION_TYPES[field_path.rsplit(".", 1)[-1]]
         if types[conn_id] is None:
             print(
-                f"{where}: {field}: Airflow connection {conn_id!r} does not exist. Fix: `airflow connections "
-                f"add {conn_id} --conn-type {expected} ...`, AIRFLOW_CONN_{conn_id.upper()} or a secrets "
-                "backend, or name an existing connection",
+                f"{where}: {field_path}: Airflow connection {conn_id!r} does not exist. Fix: `airflow "
+                f"connections add {conn_id} --conn-type {expected} ...`, AIRFLOW_CONN_{conn_id.upper()} or a "
+                "secrets backend, or name an existing connection",
                 file=sys.stderr,
             )
         elif types[conn_id] != expected:
             warning = f"connection {conn_id!r} is of type {types[conn_id]!r}, not {expected!r}"
-            print(f"warning: {where}: {field}: {warning}", file=sys.stderr)
+            print(f"warning: {where}: {field_path}: {warning}", file=sys.stderr)
     missing = [conn_id for conn_id, conn_type in types.items() if conn_type is None]
     summary = f"connections: {len(types)} named, {len(missing)} missing"
     print(summary + (f" ({', '.join(missing)})" if missing else ""))

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.resolve import require_notebook_support, resolve_execution
 from dss_airflow.errors import DSSAirflowError
 from dss_airflow.leftovers import OWNER_LABEL, owner_token, sweep_containers
@@ -38,13 +39,13 @@ from dss_airflow.notebook_server import (
     loopback_docker_arguments,
 )
 from dss_airflow.runtime.dss_notebook import r_kernel_argv, r_profile
-from dss_airflow.spec import KERNEL_LABEL, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
+from dss_airflow.spec import KERNEL_LABEL, LABEL_PREFIX, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from dss_airflow.config.catalog import Catalog
-    from dss_airflow.config.models import CodeEnv, DockerExecutionConfig
+    from dss_airflow.config.models import CodeEnv
     from dss_airflow.config.resolve import ResolvedExecution
     from dss_airflow.spec import ContainerSpec, ImageRef
 
@@ -54,6 +55,8 @@ FOLDERS_DIR = "/dss/folders"
 PORTS = ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
 LANGUAGES = ("python", "R")
 R_PROFILE = "dss_profile.R"
+#: What a kernel container's labels say about it (``dss_airflow.<field>``, see spec.code_env_spec).
+CONTAINER_FIELDS = ("code_env", "execution_config", "project")
 
 
 # ------------------------------------------------------------------------------------------ pure
@@ -206,6 +209,36 @@ def installed(prefix: str | None = None) -> dict[str, Path]:
     root = kernels_dir(prefix)
     found = sorted(root.glob(f"{KERNEL_PREFIX}*/kernel.json")) if root.is_dir() else []
     return {path.parent.name: path.parent for path in found}
+
+
+def running(catalog: Catalog) -> list[dict[str, str]]:
+    """The kernel containers on the local daemons of the catalog's docker configs, whoever launched them:
+    name, state, code env, execution config and project (from the labels every container gets)."""
+    from dss_airflow.hooks.docker import docker_client
+
+    hosts: dict[str, tuple[str, DockerExecutionConfig]] = {}  # one config per daemon, to connect with
+    for name, config in sorted(catalog.execution_configs.items()):
+        if isinstance(config, DockerExecutionConfig) and config.docker_host.startswith("unix://"):
+            hosts.setdefault(config.docker_host, (name, config))
+    found = []
+    for host, (name, config) in sorted(hosts.items()):
+        client = docker_client(config=config, config_name=name)
+        try:
+            containers = client.containers(all=True, filters={"label": [KERNEL_LABEL]})
+        finally:
+            client.close()
+        for container in containers:
+            labels = container.get("Labels") or {}
+            found.append(
+                {
+                    "name": container["Names"][0].lstrip("/"),
+                    "state": container["State"],
+                    "status": container.get("Status", ""),
+                    "docker_host": host,
+                    **{key: labels.get(f"{LABEL_PREFIX}.{key}", "") for key in CONTAINER_FIELDS},
+                }
+            )
+    return found
 
 
 def remove(names: Iterable[str] = (), *, every: bool = False, prefix: str | None = None) -> list[str]:

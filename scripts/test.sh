@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh machine: venv and packages, Docker engine and the air-gapped base
 # image (as root; built once, then reused from its content hash), PostgreSQL 15 binaries for the shared
 # ledger tests (as root; the tests start their own cluster), R from Debian's packages for the local R
-# recipe tests, lint and types, then pytest.
+# recipe tests, Chromium from Debian's packages for the admin page's browser test, lint and types, then
+# pytest.
 # Extra arguments go to pytest, e.g. scripts/test.sh tests/unit -k quantity
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,13 @@ if ! "$ROOT/scripts/ensure-r.sh" >/dev/null; then
     exit 1
   fi
   echo "test.sh: no R here: the local R recipe tests will be skipped with the reason" >&2
+fi
+if ! "$ROOT/scripts/ensure-chromium.sh" >/dev/null; then
+  if [ "${CI:-}" = "true" ]; then
+    echo "test.sh: CI needs Chromium for the admin page's browser test (see above)" >&2
+    exit 1
+  fi
+  echo "test.sh: no Chromium here: the browser test will be skipped with the reason" >&2
 fi
 if ! "$ROOT/scripts/ensure-test-hosts.sh" >/dev/null; then
   if [ "${CI:-}" = "true" ]; then

@@ -189,12 +189,21 @@ class Planner:
         (daemon, image). The image id is what is hashed: it survives ``docker save``/``load`` and a push
         and pull (a registry's manifest digest differs per registry), so the hash is the same wherever
         the code-env image ends up."""
+        key = (self.daemon_of(config_name), self.base_of(config_name).image)
+        return self._image_id(key, lambda: self.client_for(config_name))
+
+    def build_daemon_digest(self, image: str) -> str | None:
+        """Image id of ``image`` on the build daemon, where base images are built (None: not there)."""
+        daemon = build_docker_host()
+        return self._image_id((daemon, image), lambda: self.clients.for_daemon(daemon))
+
+    def _image_id(self, key: tuple[str, str], client: Callable[[], docker.APIClient]) -> str | None:
+        """Image id of ``key`` = (daemon, image), asked once per planner."""
         import docker.errors
 
-        key = (self.daemon_of(config_name), self.base_of(config_name).image)
         if key not in self._digests:
             try:
-                self._digests[key] = str(self.client_for(config_name).inspect_image(key[1])["Id"])
+                self._digests[key] = str(client().inspect_image(key[1])["Id"])
             except docker.errors.ImageNotFound:
                 self._digests[key] = None
         return self._digests[key]

@@ -79,6 +79,20 @@ def base_image(docker_engine: None) -> str:
 
 
 @pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium (scripts/ensure-chromium.sh installs it as root), for Playwright to drive; like
+    Docker, missing is a failure under CI and a skip elsewhere, with the reason."""
+    script = REPO_ROOT / "scripts" / "ensure-chromium.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900, check=False)
+    if proc.returncode != 0:
+        reason = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:]
+        if os.environ.get("CI", "").lower() in ("true", "1"):
+            pytest.fail(f"Chromium is required in CI: {' | '.join(reason)}", pytrace=False)
+        pytest.skip(f"no Chromium ({script.name} exited {proc.returncode}): {' | '.join(reason)}")
+    return "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
 def registry(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real image registry (Debian's docker-registry) on loopback, with htpasswd authentication."""
     import shutil
