@@ -19,12 +19,14 @@ MODELS = sorted(get_catalog(CONFIG_DIR).models)
 
 with DAG(
     dag_id="dss_model_promote",
+    description="Make a saved model version the active one (promote or roll back)",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     max_active_runs=1,  # pointer moves of one model take turns anyway (the folder's writer lock)
     tags=["dss_airflow", "admin", "ml"],
     params={
-        "model": Param(MODELS[0] if MODELS else "", enum=MODELS or [""], title="Model"),
+        "model": Param(MODELS[0] if MODELS else "", type="string", enum=MODELS or [""], title="Model"),
         "version": Param(
             "latest",
             type="string",
