@@ -252,7 +252,8 @@ def report_usage(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[st
             pressure=usage.pressure(out_of_memory),
         )
     config = resolved.spark_config_name or resolved.execution_config_name
-    log.info("Resources of %s on %r: %s", prepared.plan.label, config, usage_line(usage, limits))
+    line = usage_line(usage, limits) + (" (its last reading before it was killed)" if usage.snapshot else "")
+    log.info("Resources of %s on %r: %s", prepared.plan.label, config, line)
     if advice is not None:
         say = log.warning if advice.level == "warning" else log.info
         say("%s %s", prepared.plan.label[:1].upper() + prepared.plan.label[1:], advice.text)
