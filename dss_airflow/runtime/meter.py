@@ -253,7 +253,7 @@ class Meter:
         """Stop sampling; the figures of the whole run (None, with a warning, if they cannot be read)."""
         self._stop.set()
         try:
-            self.sample()
+            self._read_memory()  # the result carries the figures: no last snapshot to write
             return self.reading()
         except Exception as exc:  # noqa: BLE001 - no figures is better than a failed recipe
             print("[dss-airflow] WARNING: resource usage not measured: %s" % exc, flush=True)
@@ -269,10 +269,14 @@ class Meter:
     def sample(self) -> Optional[int]:
         """One reading of memory (the peak so far, or the current usage) and, when the peak grew, a new
         snapshot; what the sampling thread does at each tick."""
+        memory = self._read_memory()
+        self._write_snapshot()
+        return memory
+
+    def _read_memory(self) -> Optional[int]:
         memory = self._cgroup.memory_now() if self._cgroup else process_tree_rss(os.getpid())
         if memory is not None and memory > self._sampled_peak:
             self._sampled_peak = memory
-        self._write_snapshot()
         return memory
 
     def _sample_until_stopped(self) -> None:
