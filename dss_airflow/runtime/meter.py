@@ -20,7 +20,6 @@ peak seen before the kill.
 
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -204,6 +203,8 @@ def process_tree_rss(pid: int, proc: str = "/proc") -> int:
 def rusage_reading(sampled_peak: int = 0) -> Dict[str, Any]:
     """The runner's and its waited-for children's CPU time, and the larger of the largest process's peak
     RSS (exact) and the process tree's RSS (sampled)."""
+    import resource  # local runs only: containers read their cgroup
+
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
     largest = max(own.ru_maxrss, children.ru_maxrss) * unit
