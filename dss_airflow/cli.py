@@ -7,6 +7,7 @@ dss-airflow notebook serve --code-env ENV --execution-config CFG [--port N] [--f
 dss-airflow notebook stop [NAME ... | --all]     # notebook list: the servers started from here
 dss-airflow notebook kernels install|list|remove # Jupyter kernels that run in containers
 dss-airflow gc [--dry-run] [--config-dir DIR]     # what killed tries left: containers, staging, run dirs
+dss-airflow usage [--dag D] [--since 7d]         # what recent runs used, per task and config, and advice
 """
 
 from __future__ import annotations
@@ -469,7 +470,38 @@ def _parser() -> argparse.ArgumentParser:
     gc = commands.add_parser("gc", help="remove what killed tries left (containers, staging, run dirs)")
     gc.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     gc.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
+    usage = commands.add_parser("usage", help="what recent runs used, per task and execution config")
+    usage.add_argument("--dag", default=None, help="only this DAG")
+    usage.add_argument(
+        "--since", type=_period, default="7d", help="how far back: 30m, 12h, 7d, 2w (default 7d)"
+    )
+    usage.add_argument("--config-dir", type=Path, default=None, help="default: $DSS_AIRFLOW_CONFIG")
     return parser
+
+
+def _period(text: str) -> Any:
+    from dss_airflow.usage_report import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _usage(args: argparse.Namespace) -> int:
+    """Recorded runs from Airflow's metadata database (imports Airflow: a second or two)."""
+    from datetime import UTC, datetime
+
+    from dss_airflow.config.loader import get_catalog
+    from dss_airflow.usage_report import read_recorded_runs, summarise, usage_table
+
+    runs = read_recorded_runs(args.dag, datetime.now(UTC) - args.since)
+    if not runs:
+        where = f" of DAG {args.dag!r}" if args.dag else ""
+        print(f"no recorded runs of dss_airflow tasks{where} in the last {args.since}", file=sys.stderr)
+        return 0
+    print(usage_table(summarise(runs, get_catalog(args.config_dir))))
+    return 0
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -506,6 +538,8 @@ def main(argv: list[str] | None = None) -> int:
             return _notebook(args)
         if args.group == "gc":
             return _gc(args)
+        if args.group == "usage":
+            return _usage(args)
         if args.command == "validate":
             return _config_validate(args.config_dir, args.check_connections)
         return _config_show(args.config_dir)

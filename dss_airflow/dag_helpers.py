@@ -15,16 +15,11 @@ if TYPE_CHECKING:
 
 def execution_config_choices(config_dir: str | None = None, project: str | None = None) -> list[str]:
     """``inherit`` then every config the project may use: the enum of a trigger-form dropdown."""
+    from dss_airflow.config.resolve import usable_execution_configs
+
     catalog = get_catalog(config_dir)
-    project_groups = (
-        set(catalog.projects[project].groups) if project and project in catalog.projects else None
-    )
-    usable = [
-        name
-        for name, config in sorted(catalog.execution_configs.items())
-        if project_groups is None or not config.allowed_groups or project_groups & set(config.allowed_groups)
-    ]
-    return [INHERIT, *usable]
+    known = project if project and project in catalog.projects else None
+    return [INHERIT, *usable_execution_configs(catalog, known)]
 
 
 def execution_config_param(

@@ -128,6 +128,7 @@ class ExecutionError(DSSAirflowError):
         logs: Sequence[str] | None = None,
         exit_code: int | None = None,
         cause: str | None = None,
+        out_of_memory: bool = False,
     ) -> None:
         super().__init__(message)
         self.logs = list(logs or [])
@@ -135,6 +136,8 @@ class ExecutionError(DSSAirflowError):
         #: Why it ended, when something outside the recipe ended it (out of memory, killed, stopped,
         #: removed, daemon lost): the task's error then says this, not what the recipe saw (SIGTERM).
         self.cause = cause
+        #: The engine killed it for exceeding its memory limit (recorded with its resource usage).
+        self.out_of_memory = out_of_memory
 
 
 class DaemonUnreachableError(ExecutionError):

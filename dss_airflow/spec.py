@@ -37,6 +37,8 @@ OUTPUTS_DIR = "/dss/out"
 #: Where a container or pod finds the task's connections and variables (never a mount of the worker's).
 SECRETS_DIR = "/dss/secrets"
 SECRETS_FILE = "secrets.json"
+#: The runner's last resource snapshot, in the run directory: what the worker reads when a run is killed.
+USAGE_FILE = "usage.json"
 #: Kubernetes: output folders are mounted here (staging and destinations inside), and the result goes to
 #: the KubernetesPodOperator's XCom file, read by its sidecar.
 POD_OUTPUTS_ROOT = "/dss/out-root"
@@ -336,9 +338,13 @@ def build_context(run: TaskRun, layout: Layout) -> dict[str, Any]:
         "python_path": [str(project / "lib")],
         "workdir": str(run_dir / "cwd"),
         "result_file": str(run_dir / "result.json"),
+        # A container's own cgroup is its engine's accounting; a local run's cgroup is the worker's.
+        "meter": "process" if on_host else "cgroup",
+        "usage_file": str(run_dir / USAGE_FILE),
     }
-    if layout == "pod":
+    if layout == "pod":  # the worker never sees a pod's run directory: no snapshot to read there
         context["result_file"] = POD_RESULT_FILE
+        del context["usage_file"]
         context["promote"] = [[str(ref.host_staging), str(ref.host_destination)] for ref in run.outputs]
     if run.secrets is not None:  # the path only: the values never enter the context
         context["secrets_file"] = str(secrets_file(run, layout))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from dss_airflow.errors import ExecutionError
+from dss_airflow.spec import USAGE_FILE
 from dss_airflow.staging import (
     plan_inputs,
     plan_outputs,
@@ -60,6 +61,9 @@ class RunResult:
     result: Mapping[str, Any] | None
     promoted: Mapping[str, list[str]] = field(default_factory=dict)
     failure: ExecutionError | None = None
+    #: The last resource reading when the runner's result has none (it was killed): its snapshot, or
+    #: the metrics API's sample of a pod.
+    usage: Mapping[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -142,7 +146,9 @@ class WorkerBackend(Backend):
                 failure = exc
             if self._killed and failure is None:
                 failure = ExecutionError(f"{spec.name} was stopped by on_kill")
-            outcome = RunResult(read_result(spec.host_result_file), failure=failure)
+            result = read_result(spec.host_result_file)
+            usage = None if result and "resources" in result else usage_snapshot(spec)
+            outcome = RunResult(result, failure=failure, usage=usage)
             if not outcome.succeeded:
                 return outcome
             return RunResult(outcome.result, promote_outputs(spec.outputs))
@@ -150,6 +156,12 @@ class WorkerBackend(Backend):
     @abstractmethod
     def execute(self, spec: ContainerSpec, context: Context) -> None:
         """Run the process; raise ExecutionError when it fails to run or exits non-zero."""
+
+
+def usage_snapshot(spec: ContainerSpec) -> dict[str, Any] | None:
+    """The runner's last resource snapshot in the run directory (the peak seen before a kill); None
+    when it wrote none (killed within its first quarter second, or an older runtime)."""
+    return read_result(spec.run_dir / USAGE_FILE) if spec.run_dir is not None else None
 
 
 def execute_composed(operator: Any, context: Context) -> Any:

@@ -26,12 +26,13 @@ from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.backends.base import WorkerBackend, execute_composed
+from dss_airflow.backends.base import WorkerBackend, execute_composed, usage_snapshot
 from dss_airflow.config.models import DockerExecutionConfig
 from dss_airflow.config.quantities import docker_size_text
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.docker import docker_hook
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec, user_ids
+from dss_airflow.usage import Usage, larger_config, last_reading_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -248,20 +249,32 @@ KILLED = "the task was killed (on_kill: marked failed or cleared in Airflow, or 
 
 
 def exit_cause(
-    state: Mapping[str, Any] | None, killed: bool, config: DockerExecutionConfig, config_name: str
+    state: Mapping[str, Any] | None,
+    killed: bool,
+    config: DockerExecutionConfig,
+    config_name: str,
+    *,
+    seen: Usage | None = None,
+    larger: str | None = None,
 ) -> str | None:
     """The true sentence for why a container exited non-zero, when its state tells more than the code
-    (the recipe's own error, in its result, tells the rest)."""
+    (the recipe's own error, in its result, tells the rest). Out of memory, it gives the runner's last
+    reading before the kill (``seen``) and the next larger config the project may use (``larger``)."""
     if killed:
         return KILLED
     state = state or {}
     if state.get("OOMKilled"):
         limit = config.resources.memory
+        reading = f"; {last_reading_text(seen)}" if seen is not None else ""
         if limit is None:
-            return "the recipe ran out of memory (no limit on execution config: the host's memory ran out)"
+            return (
+                "the recipe ran out of memory (no limit on execution config: the host's memory ran out"
+                f"{reading})"
+            )
+        instead = f"use execution config {larger!r}" if larger else "use a larger config"
         return (
             f"the recipe ran out of memory (limit {docker_size_text(limit)} of execution config "
-            f"{config_name!r}): raise resources.memory or use a larger config"
+            f"{config_name!r}{reading}): raise resources.memory or {instead}"
         )
     code = state.get("ExitCode")
     if code == 137:
@@ -335,10 +348,17 @@ class DockerBackend(WorkerBackend):
         except DockerContainerFailedException as exc:
             logs = [str(line) for line in (exc.logs or [])]
             tail: deque[str] = deque(logs, maxlen=LOG_TAIL)
-            state = getattr(operator, "exit_state", None)
-            cause = exit_cause(state, self._killed, self.config, self.resolved.execution_config_name)
+            state = getattr(operator, "exit_state", None) or {}
+            out_of_memory = bool(state.get("OOMKilled")) and not self._killed
+            cause = exit_cause(
+                state,
+                self._killed,
+                self.config,
+                self.resolved.execution_config_name,
+                **(self._memory_context(spec) if out_of_memory else {}),
+            )
             message = f"container {spec.name} failed: {cause or exc}"
-            raise ExecutionError(message, logs=list(tail), cause=cause) from exc
+            raise ExecutionError(message, logs=list(tail), cause=cause, out_of_memory=out_of_memory) from exc
         except APIError as exc:
             if self._killed:  # on_kill removed the container under the provider's own clean-up
                 raise ExecutionError(f"container {spec.name} was stopped by on_kill", cause=KILLED) from exc
@@ -360,6 +380,20 @@ class DockerBackend(WorkerBackend):
         if self._killed:
             # Never report success for a killed task (cf. apache/airflow#73006 for the pod operator).
             raise ExecutionError(f"container {spec.name} was stopped by on_kill", cause=KILLED)
+
+    def _memory_context(self, spec: ContainerSpec) -> dict[str, Any]:
+        """For an out-of-memory message: the runner's last snapshot (back from a "copy" container too:
+        its run directory is copied out after every exit) and the next larger permitted config."""
+        resolved = self.resolved
+        return {
+            "seen": Usage.from_reading(usage_snapshot(spec)),
+            "larger": larger_config(
+                self.catalog,
+                project=resolved.project_name,
+                config_name=resolved.execution_config_name,
+                code_env=resolved.code_env_name,
+            ),
+        }
 
     def kill(self) -> None:
         super().kill()

@@ -28,7 +28,7 @@ from kubernetes.client import models as k8s
 from dss_airflow.backends.base import Backend, RunResult, execute_composed
 from dss_airflow.config.models import KubernetesExecutionConfig
 from dss_airflow.errors import ConfigError, ExecutionError
-from dss_airflow.hooks.kubernetes import isolated_hook_class
+from dss_airflow.hooks.kubernetes import PodMemorySampler, isolated_hook_class, pod_metrics_fetch
 from dss_airflow.k8s_names import dns_label, k8s_labels
 from dss_airflow.spec import (
     INPUTS_DIR,
@@ -45,6 +45,7 @@ from dss_airflow.spec import (
     build_spec,
 )
 from dss_airflow.staging import FolderRefs, plan_inputs, plan_outputs
+from dss_airflow.usage import larger_config, size_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -487,6 +488,10 @@ class KubernetesBackend(PodBackend):
         self.log.info("Running pod %s (%s): image %s", name, where, spec.image)
         failure: BaseException | None = None
         event = self.options.resume_event
+        sampler = None
+        if event is None and not self.options.deferrable:  # a worker waits on the pod: it can sample too
+            fetch = pod_metrics_fetch(operator, pod.metadata.name, self.config.namespace)
+            sampler = PodMemorySampler(fetch, BASE_CONTAINER).start()
         try:
             if event is None:
                 returned = execute_composed(operator, context)
@@ -498,6 +503,9 @@ class KubernetesBackend(PodBackend):
         except Exception as exc:  # the provider raises AirflowException / ApiException / its own types
             failure = exc
             returned = None
+        finally:
+            if sampler is not None:
+                sampler.stop()
         self._delete_secret()
         if self._killed:
             # apache/airflow#73006: on_kill deletes the pod, cleanup() then returns early and execute()
@@ -506,10 +514,33 @@ class KubernetesBackend(PodBackend):
         raw = operator.runner_result if operator.runner_result is not None else returned
         result: dict[str, Any] | None = raw if isinstance(raw, dict) else None
         if failure is not None and not (result is not None and result.get("status") == "failed"):
+            if container_oom_killed(getattr(operator, "remote_pod", None)):
+                return self._out_of_memory(name, sampler.peak if sampler else None)
             return RunResult(result, failure=ExecutionError(f"pod {name} failed: {failure}"))
         if result is None and event is not None and event.get("status") == "success":
             result = collected_pod_result(name)
         return RunResult(result, promoted_in_cluster(spec, result))
+
+    def _out_of_memory(self, name: str, sampled: int | None) -> RunResult:
+        """The kubelet killed the pod's container for memory: say so, with the metrics API's largest
+        sample (the runner wrote no result) and the next larger config the project may use."""
+        resolved = self.resolved
+        limit = self.config.resources.limits.get("memory", "none")
+        seen = f"; the metrics API last saw {size_text(sampled)}" if sampled else ""
+        larger = larger_config(
+            self.catalog,
+            project=resolved.project_name,
+            config_name=resolved.execution_config_name,
+            code_env=resolved.code_env_name,
+        )
+        cause = (
+            f"the recipe ran out of memory (limit {limit} of execution config "
+            f"{resolved.execution_config_name!r}{seen}): raise resources.limits.memory or "
+            + (f"use execution config {larger!r}" if larger else "use a larger config")
+        )
+        usage = {"peak_memory_bytes": sampled, "measured_by": "metrics.k8s.io (sampled)"} if sampled else None
+        failure = ExecutionError(f"pod {name} failed: {cause}", cause=cause, out_of_memory=True)
+        return RunResult(None, failure=failure, usage=usage)
 
     def _delete_secret(self) -> None:
         if self._secret is not None and self._operator is not None:
@@ -520,6 +551,16 @@ class KubernetesBackend(PodBackend):
         if self._operator is not None:
             self._operator.on_kill()
         self._delete_secret()
+
+
+def container_oom_killed(pod: k8s.V1Pod | None, container: str = BASE_CONTAINER) -> bool:
+    """Whether the provider's last read of ``pod`` shows ``container`` terminated as OOMKilled."""
+    statuses = pod.status.container_statuses if pod is not None and pod.status is not None else None
+    for status in statuses or []:
+        terminated = status.state.terminated if status.state is not None else None
+        if status.name == container and terminated is not None:
+            return bool(terminated.reason == "OOMKilled")
+    return False
 
 
 def collected_pod_result(name: str) -> dict[str, Any]:

@@ -19,9 +19,10 @@ import subprocess
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.backends.base import WorkerBackend
+from dss_airflow.backends.base import WorkerBackend, usage_snapshot
 from dss_airflow.errors import EnvBuildError, ExecutionError
 from dss_airflow.spec import build_spec
+from dss_airflow.usage import Usage, last_reading_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -202,6 +203,13 @@ class LocalBackend(WorkerBackend):
         code, tail = stream_process(
             spec.command, env=env, logger=self.log, cwd=spec.workdir, started=self._started
         )
+        if (
+            code == -signal.SIGKILL and not self._killed
+        ):  # no limit of ours: the host's OOM killer, or kill -9
+            seen = Usage.from_reading(usage_snapshot(spec))
+            reading = f"; {last_reading_text(seen)}" if seen else ""
+            cause = f"the recipe process was killed (SIGKILL: the host's OOM killer, or kill -9{reading})"
+            raise ExecutionError(cause, logs=tail, exit_code=code, cause=cause)
         if code != 0:
             raise ExecutionError(f"recipe process exited with code {code}", logs=tail, exit_code=code)
 

@@ -112,17 +112,32 @@ def select_execution_config(catalog: Catalog, project_name: str, task_value: str
     return LOCAL, "built-in default"
 
 
+def may_use(
+    catalog: Catalog, config_name: str, project_name: str | None, *, section: str = "execution_configs"
+) -> bool:
+    """A config with allowed_groups (execution or spark) is usable only by projects sharing a group;
+    ``project_name`` None (no project known) can use every config."""
+    configs: Mapping[str, Any] = getattr(catalog, section)
+    groups = configs[config_name].allowed_groups
+    if not groups or project_name is None:
+        return True
+    return bool(set(groups) & set(catalog.projects[project_name].groups))
+
+
+def usable_execution_configs(catalog: Catalog, project_name: str | None) -> list[str]:
+    """The execution configs ``project_name`` may use, by name (every one when it is None)."""
+    return [name for name in sorted(catalog.execution_configs) if may_use(catalog, name, project_name)]
+
+
 def check_permission(
     catalog: Catalog, config_name: str, project_name: str, *, section: str = "execution_configs"
 ) -> None:
-    """A config with allowed_groups (execution or spark) is usable only by projects sharing a group."""
+    """Raise when :func:`may_use` says no, naming the groups and the fix."""
+    if may_use(catalog, config_name, project_name, section=section):
+        return
     configs: Mapping[str, Any] = getattr(catalog, section)
     config = configs[config_name]
-    if not config.allowed_groups:
-        return
     project: Project = catalog.projects[project_name]
-    if set(config.allowed_groups) & set(project.groups):
-        return
     kind = SECTION_KINDS[section]
     file, line = catalog.where(section, config_name, "allowed_groups")
     raise PermissionDeniedError(

@@ -8,12 +8,18 @@ cluster. This hook gives each instance its own fresh ``kubernetes.client.Configu
 it to every ``load_*_config`` call and to the ApiClient), so nothing global is read or written, except for
 ``in_cluster`` where the provider's sync hook loads the in-cluster config into the global default
 (identical for every caller in a pod) and we load it into our own configuration as well.
+
+:class:`PodMemorySampler` reads a running pod's memory from the metrics API through such a hook.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Any
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 @functools.cache
@@ -44,3 +50,52 @@ def make_hook(conn_id: str | None, context: str | None) -> Any:
     ``conn_id`` None: in-cluster, else the default kubeconfig (``KUBECONFIG``).
     """
     return isolated_hook_class()(conn_id=conn_id, cluster_context=context)
+
+
+class PodMemorySampler:
+    """Polls the metrics API (``metrics.k8s.io/v1beta1``, served by metrics-server) for one container of a
+    running pod and keeps the largest working set seen: a pod killed for memory writes no result, and
+    this is then the only figure of what it used. Every call goes through ``fetch`` (the provider's hook);
+    the first after one interval, when the provider has made its client (metrics-server scrapes every 15 s
+    or so: a shorter pod has no sample). A 404 (no sample yet, or no metrics API) is retried at the next
+    interval; any other error (403: no RBAC to read metrics) ends the sampling: ``peak`` stays None."""
+
+    def __init__(self, fetch: Callable[[], object], container: str, interval: float = 15.0) -> None:
+        self.peak: int | None = None
+        self._fetch = fetch
+        self._container = container
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="dss-pod-metrics", daemon=True)
+
+    def start(self) -> PodMemorySampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from dss_airflow.usage import pod_metrics_memory
+
+        while not self._stop.wait(self._interval):
+            try:
+                memory = pod_metrics_memory(self._fetch(), self._container)
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue
+                return
+            except Exception:  # noqa: BLE001 - a figure for a message: never worth failing the run
+                return
+            if memory is not None and (self.peak is None or memory > self.peak):
+                self.peak = memory
+
+
+def pod_metrics_fetch(operator: Any, name: str, namespace: str) -> Callable[[], object]:
+    """One read of a pod's PodMetrics through the provider operator's hook (looked up at each call: the
+    operator makes it when it starts)."""
+    return lambda: operator.hook.get_custom_object(
+        group="metrics.k8s.io", version="v1beta1", plural="pods", name=name, namespace=namespace
+    )

@@ -157,7 +157,7 @@ class DSSTaskOperator(BaseOperator):
                 kwargs=kwargs,
                 timeout=deferral.timeout,
             ) from None
-        return finish_run(prepared, result, self.log)
+        return finish_run(prepared, result, self.log, getattr(context["ti"], "xcom_push", None))
 
     def on_kill(self) -> None:
         if self._backend is not None:

@@ -7,6 +7,8 @@ the input paths, the staging directories of its outputs, its params and where to
 * runs the recipe in a fresh, empty working directory and warns about any file the recipe leaves there
   (in a container that file is lost: outputs belong in managed folders);
 * lists what the recipe wrote to each output staging directory;
+* measures what the run used (``meter.py``: peak memory, CPU seconds, wall time, CPU throttling) and
+  puts it in the result under ``resources``;
 * writes a JSON result atomically (temp file + rename), ``status`` "success" or "failed".
 
 The operator on the worker promotes staged outputs only after a success, so a failed run leaves no
@@ -68,6 +70,7 @@ if __name__ == "__main__" and not __package__:  # PEP 366: relative imports in a
 
 from . import dss_recipe  # noqa: E402 - the package is registered above
 from .errors import RecipeFailed, Terminated  # noqa: E402
+from .meter import start_meter  # noqa: E402
 
 
 def _write_json_atomically(path: str, payload: Dict[str, Any]) -> None:
@@ -252,11 +255,15 @@ def main(argv: List[str]) -> int:
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
     started = time.time()
+    meter = start_meter(context)
     result: Dict[str, Any] = {"version": RESULT_VERSION, "recipe": context["recipe_name"], "warnings": []}
     print("[dss-airflow] running %s (%s)" % (context["recipe_name"], context["language"]), flush=True)
     result.update(_run_recipe(context))
     result.setdefault("status", "success")
     result["duration_s"] = round(time.time() - started, 3)
+    resources = meter.finish() if meter is not None else None
+    if resources is not None:
+        result["resources"] = resources
     result["outputs"] = {name: _list_files(path) for name, path in context["outputs"].items()}
     left_behind = _list_files(workdir)
     if left_behind:

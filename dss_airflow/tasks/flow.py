@@ -19,6 +19,7 @@ from dss_airflow.errors import ConfigError, ExecutionError
 from dss_airflow.spec import LABEL_PREFIX, TaskRun, describe_spec
 from dss_airflow.task_secrets import NO_SECRETS, fetch_secrets, redacted
 from dss_airflow.tasks.base import Ran
+from dss_airflow.usage import Limits, Usage, advise, config_limits, usage_line, usage_record
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -184,12 +185,22 @@ def task_value_origin(template: object, context: Mapping[str, Any]) -> str:
     return f"chosen by the task's templated execution_config argument {text}"
 
 
-def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str, Any]:
-    """A failed run raises one error with the task's own error and the backend's; else the kind's XCom.
-    A task given secrets has them replaced by ``***`` in both, should its recipe have echoed one."""
+def finish_run(
+    prepared: PreparedRun,
+    run: RunResult,
+    log: TaskLog,
+    record: Callable[[str, Any], None] | None = None,
+) -> dict[str, Any]:
+    """A failed run raises one error with the task's own error and the backend's; else the kind's XCom,
+    with what the run used under ``resources``. A failed run's usage goes to ``record`` (the task's XCom
+    key ``resources``: it has no return value). A task given secrets has them replaced by ``***`` in
+    both, should its recipe have echoed one."""
     hide = redacted if prepared.spec.secrets is not None else (lambda value: value)
     resolved = prepared.resolved
+    resources = report_usage(prepared, run, log)
     if not run.succeeded:
+        if resources is not None and record is not None:
+            record("resources", resources)
         result = run.result or {}
         cause = run.failure.cause if run.failure else None
         reason = (
@@ -214,7 +225,48 @@ def finish_run(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str,
     outcome: dict[str, Any] = hide(
         prepared.task.outcome(Ran(prepared.plan, resolved, prepared.spec, run), log)
     )
+    if resources is not None:
+        outcome["resources"] = resources
     return outcome
+
+
+def report_usage(prepared: PreparedRun, run: RunResult, log: TaskLog) -> dict[str, Any] | None:
+    """What the run used, in one task-log line, with advice (a warning when the config is too small, a
+    hint when a smaller one would do); the XCom's ``resources``. None when nothing was measured (an
+    image whose runtime predates the meter, a run killed before its first reading)."""
+    resolved = prepared.resolved
+    usage = Usage.from_reading((run.result or {}).get("resources") or run.usage)
+    if usage is None:
+        return None
+    spark = resolved.spark_config is not None  # its spark config, not the execution config, sizes it
+    limits = usage.limits(Limits() if spark else config_limits(resolved.execution_config))
+    out_of_memory = run.failure is not None and run.failure.out_of_memory
+    advice = None
+    if not spark:
+        advice = advise(
+            prepared.backend.catalog,
+            project=resolved.project_name,
+            config_name=resolved.execution_config_name,
+            code_env=resolved.code_env_name,
+            limits=limits,
+            pressure=usage.pressure(out_of_memory),
+        )
+    config = resolved.spark_config_name or resolved.execution_config_name
+    line = usage_line(usage, limits) + (" (its last reading before it was killed)" if usage.snapshot else "")
+    log.info("Resources of %s on %r: %s", prepared.plan.label, config, line)
+    if advice is not None:
+        say = log.warning if advice.level == "warning" else log.info
+        say("%s %s", prepared.plan.label[:1].upper() + prepared.plan.label[1:], advice.text)
+    return usage_record(
+        usage,
+        limits,
+        execution_config=config,
+        backend="spark" if spark else resolved.execution_config.type,
+        project=resolved.project_name,
+        code_env=resolved.code_env_name,
+        advice=advice,
+        out_of_memory=out_of_memory,
+    )
 
 
 def _where(resolved: ResolvedExecution, chosen: str) -> str:

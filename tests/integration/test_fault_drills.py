@@ -167,8 +167,8 @@ def test_faults_give_true_messages_and_leave_nothing_once_the_next_run_starts(
         states = {task: ti["state"] for task, ti in cluster.task_instances(DAG_ID, first).items()}
         assert states == dict.fromkeys(DRILLS, "failed"), states
         expected = {
-            "drill_oom": "the recipe ran out of memory (limit 64m of execution config 'docker-tiny'): raise "
-            "resources.memory or use a larger config",
+            # (then, if the meter sampled it before the kill, "; the last reading before the kill: ...")
+            "drill_oom": "the recipe ran out of memory (limit 64m of execution config 'docker-tiny'",
             "drill_stop": "the container was stopped from outside this task (SIGTERM: docker stop",
             "drill_rm": "was removed while it ran (docker rm -f?)",
             "drill_daemon": f"lost the Docker daemon at {remote_hosts['b'].docker_host} while running",
@@ -177,6 +177,8 @@ def test_faults_give_true_messages_and_leave_nothing_once_the_next_run_starts(
             log = cluster.task_log(DAG_ID, first, task).replace('\\"', '"')
             assert sentence in log, f"{task}: {log[-3000:]}"
         assert "the task was killed" not in cluster.task_log(DAG_ID, first, "drill_stop")
+        larger = "raise resources.memory or use execution config 'docker-small'"  # the next larger one
+        assert larger in cluster.task_log(DAG_ID, first, "drill_oom").replace('\\"', '"')
 
         # What the killed task process could not clean: its container, staging and run directory.
         assert _ours(main, "drill_kill"), "the SIGKILLed try's container outlived it"

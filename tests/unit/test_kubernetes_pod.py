@@ -274,6 +274,7 @@ def test_env_carries_the_context_with_in_pod_paths_and_promote_pairs(catalog):
         "python_path": ["/dss/project/lib"],
         "workdir": "/dss/run/cwd",
         "result_file": "/airflow/xcom/return.json",
+        "meter": "cgroup",  # the pod's own cgroup; no snapshot file: the worker cannot read the pod's
         "promote": [
             [f"{staging}/clean", "/dss/out-root/curated/orders"],
             [f"{staging}/summary", "/dss/out-root/curated"],
@@ -390,10 +391,11 @@ def test_pod_layout_leaves_docker_and_host_contexts_alone(catalog):
 
 # ------------------------------------------------------------------------------------ backend & operator
 class FakeKPO:
-    def __init__(self, result=None, error=None, kill_during=False):
+    def __init__(self, result=None, error=None, kill_during=False, remote_pod=None):
         self.runner_result = result
         self.error = error
         self.kill_during = kill_during
+        self.remote_pod = remote_pod  # the provider's last read of the pod, once it completed
         self.killed = False
         self.backend: KubernetesBackend | None = None
 
@@ -441,6 +443,23 @@ def test_backend_reports_an_infrastructure_failure(monkeypatch, catalog):
     outcome = run_backend(monkeypatch, catalog, FakeKPO(error=RuntimeError("ImagePullBackOff")))
     assert isinstance(outcome.failure, ExecutionError) and not outcome.succeeded
     assert re.search("failed: ImagePullBackOff", str(outcome.failure))
+
+
+def test_a_pod_killed_for_memory_says_so_with_the_limit_and_a_larger_config(monkeypatch, catalog):
+    terminated = k8s.V1ContainerStateTerminated(exit_code=137, reason="OOMKilled")
+    status = k8s.V1ContainerStatus(
+        name="base", image="i", image_id="", ready=False, restart_count=0,
+        state=k8s.V1ContainerState(terminated=terminated),
+    )  # fmt: skip
+    pod = k8s.V1Pod(status=k8s.V1PodStatus(phase="Failed", container_statuses=[status]))
+    fake = FakeKPO(error=RuntimeError("Pod returned a failure"), remote_pod=pod)
+    outcome = run_backend(monkeypatch, catalog, fake)
+    assert outcome.failure is not None and outcome.failure.out_of_memory
+    assert outcome.failure.cause == (
+        "the recipe ran out of memory (limit 4Gi of execution config 'k8s-big'): raise "
+        "resources.limits.memory or use execution config 'k8s-other'"
+    ), "k8s-other sets no limits: larger than any (no metrics API sample without a cluster)"
+    assert outcome.usage is None
 
 
 def test_killed_run_never_succeeds_even_when_the_wait_returned(monkeypatch, catalog):
