@@ -184,7 +184,8 @@ HEADERS = (
 )
 
 
-def _row(summary: UsageSummary) -> tuple[str, ...]:
+def table_row(summary: UsageSummary) -> tuple[str, ...]:
+    """One summary as the cells of :data:`HEADERS` (the CLI's table and the admin page's)."""
     runs = str(summary.runs) + (f" ({summary.out_of_memory} out of memory)" if summary.out_of_memory else "")
     cpu = "-"
     if summary.cpu_median is not None and summary.cpu_p95 is not None:
@@ -208,7 +209,7 @@ def _row(summary: UsageSummary) -> tuple[str, ...]:
 
 def usage_table(summaries: Sequence[UsageSummary]) -> str:
     """A plain-text table, one line per summary; the advice last, uncut."""
-    rows = [HEADERS, *(_row(summary) for summary in summaries)]
+    rows = [HEADERS, *(table_row(summary) for summary in summaries)]
     widths = [max(len(row[column]) for row in rows) for column in range(len(HEADERS) - 1)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1]

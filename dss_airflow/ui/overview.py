@@ -64,6 +64,7 @@ def overview(catalog: Catalog, open_ledger: Callable[[], Ledger]) -> dict[str, A
         "models": section(lambda: models(catalog)),
         "notebook_servers": section(lambda: notebook_servers(catalog)),
         "notebook_kernels": section(lambda: notebook_kernels(catalog)),
+        "usage": section(lambda: resource_usage(catalog)),
         "validation": section(validation),
     }
 
@@ -402,6 +403,29 @@ def notebook_kernels(catalog: Catalog) -> list[dict[str, str]]:
     from dss_airflow.notebook_kernels import running
 
     return running(catalog)
+
+
+#: The period the page's resource-usage section covers (`dss-airflow usage --since 7d`).
+USAGE_DAYS = 7
+
+
+def resource_usage(catalog: Catalog) -> dict[str, Any]:
+    """What recent DSS runs used per (DAG, task, execution config), with advice: ``dss-airflow usage``'s
+    table, from the tasks' XComs in Airflow's database (the api-server's own)."""
+    from datetime import UTC, datetime, timedelta
+
+    from dss_airflow.usage_report import HEADERS, read_recorded_runs, summarise, table_row
+
+    runs = read_recorded_runs(None, datetime.now(UTC) - timedelta(days=USAGE_DAYS))
+    summaries = summarise(runs, catalog)
+    return {
+        "days": USAGE_DAYS,
+        "headers": list(HEADERS),
+        "rows": [
+            {"cells": list(table_row(summary)), "level": summary.advice.level if summary.advice else None}
+            for summary in summaries
+        ],
+    }
 
 
 def validation() -> dict[str, Any]:

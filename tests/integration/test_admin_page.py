@@ -199,6 +199,8 @@ def test_admin_sees_configs_envs_image_status_and_roc_plot(deployment, browser):
     assert png.headers["content-type"] == "image/png" and png.body()[:8] == PNG_SIGNATURE
     assert "active" in page.locator(f'[data-version="{active}"]').inner_text()
     assert page.locator("#validation-summary").inner_text().endswith("2 clusters, 2 models)")
+    retrain = page.locator('[data-usage="dss_model_retraining/retrain/local"]').inner_text()
+    assert " MiB" in retrain and "1\t" in retrain, "the retraining run's usage, read back from its XCom"
     page.screenshot(path=ARTEFACTS / "admin-page.png", full_page=True)
 
     page.goto(f"{deployment['base']}/plugin/dss-admin")  # the nav entry: the page in Airflow's UI
