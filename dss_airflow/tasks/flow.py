@@ -104,7 +104,7 @@ class PreparedRun:
         else:  # the pod says it all (image, command, env names, mounts, user, limits), and once
             described["pod"] = manifest
         header = "# What this try runs, as dss_airflow resolved it (environment values are never shown)\n"
-        return header + str(yaml.safe_dump(described, sort_keys=False, width=110))
+        return header + str(yaml.dump(described, Dumper=yaml.CSafeDumper, sort_keys=False, width=110))
 
 
 def prepare_run(
