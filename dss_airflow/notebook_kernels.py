@@ -40,6 +40,7 @@ from dss_airflow.notebook_server import (
 )
 from dss_airflow.runtime.dss_notebook import r_kernel_argv, r_profile
 from dss_airflow.spec import KERNEL_LABEL, LABEL_PREFIX, PROJECT_DIR, RUNTIME_DIR, MountSpec, code_env_spec
+from dss_airflow.staging import write_private_file
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -296,9 +297,7 @@ def _write_private(state_dir: Path, spec: ContainerSpec, connection: Mapping[str
     publishes on loopback only; 0600, the key is a secret) and the interactive dss_recipe context."""
     inside = {**connection, "ip": "0.0.0.0", "transport": "tcp"}
     target = state_dir / "connection.json"
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        json.dump(inside, handle)
+    write_private_file(target, json.dumps(inside).encode())
     (state_dir / "context.json").write_text(json.dumps(interactive_context(folders)), encoding="utf-8")
     (state_dir / R_PROFILE).write_text(r_profile(RUNTIME_DIR), encoding="utf-8")  # read by R kernels
     hand_over(spec, (state_dir, target, state_dir / "context.json", state_dir / R_PROFILE))

@@ -44,6 +44,7 @@ from dss_airflow.spec import (
     MountSpec,
     code_env_spec,
 )
+from dss_airflow.staging import write_private_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping
@@ -233,9 +234,7 @@ def _write_private(server: NotebookServer, token: str, folders: Iterable[str]) -
     shutil.rmtree(directory, ignore_errors=True)  # a stopped server's leftovers
     directory.mkdir(parents=True, mode=0o700)
     token_file = directory / "token"
-    descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(token)
+    write_private_file(token_file, token.encode())
     (directory / "context.json").write_text(json.dumps(interactive_context(folders)), encoding="utf-8")
     labels = server.spec.labels
     record = {
