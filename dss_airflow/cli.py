@@ -79,14 +79,24 @@ CONNECTION_TYPES = {
 }
 
 
+def connection_type(conn_id: str) -> str | None:
+    """The type of an Airflow connection ("" when it has none), None when Airflow has none of that id;
+    looked up as ``airflow connections get`` does (secrets backends, ``AIRFLOW_CONN_*``, the metadata
+    database: outside a task, the SDK's ``BaseHook.get_connection`` never reads it). Imports Airflow."""
+    from airflow.models.connection import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return str(Connection.get_connection_from_secrets(conn_id).conn_type or "")
+    except AirflowNotFoundException:
+        return None
+
+
 def _check_connections(catalog: Catalog) -> int:
     """Every Airflow connection the config names (and ``state_conn_id``), looked up as Airflow's own
     ``airflow connections get`` does (secrets backends, ``AIRFLOW_CONN_*``, the metadata database): each
     missing one where it is named, exit 1 if any. Imports Airflow (a second or so)."""
     import os
-
-    from airflow.models.connection import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
 
     from dss_airflow.settings import ENV_STATE_CONN_ID, state_conn_id
 
@@ -100,12 +110,7 @@ def _check_connections(catalog: Catalog) -> int:
             f"${ENV_STATE_CONN_ID}" if os.environ.get(ENV_STATE_CONN_ID) else "[dss_airflow] state_conn_id"
         )
         named.append((state, "state_conn_id", where))
-    types: dict[str, str | None] = {}
-    for conn_id in sorted({conn_id for conn_id, _, _ in named}):
-        try:
-            types[conn_id] = Connection.get_connection_from_secrets(conn_id).conn_type
-        except AirflowNotFoundException:
-            types[conn_id] = None
+    types = {conn_id: connection_type(conn_id) for conn_id in sorted({conn_id for conn_id, _, _ in named})}
     for conn_id, field_path, where in named:
         expected = CONNECTION_TYPES[field_path.rsplit(".", 1)[-1]]
         if types[conn_id] is None:

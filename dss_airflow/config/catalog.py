@@ -62,8 +62,8 @@ TYPED_SECTIONS: dict[str, Mapping[str, type[BaseModel]]] = {
 #: Fields naming an Airflow connection, per section (their lines are kept: `config validate
 #: --check-connections` says where each missing one is named).
 CONNECTION_FIELDS: dict[str, tuple[tuple[str, ...], ...]] = {
-    "execution_configs": (("registry", "connection_id"), ("kubernetes_conn_id",)),
-    "spark_configs": (("registry", "connection_id"), ("kubernetes_conn_id",)),
+    "execution_configs": (("kubernetes_conn_id",), ("registry", "connection_id")),
+    "spark_configs": (("kubernetes_conn_id",), ("registry", "connection_id")),
     "clusters": (("kubernetes_conn_id",),),
 }
 #: Always available, so that a machine with no config and no container engine can still run recipes.
@@ -118,19 +118,25 @@ class Catalog:
             result = self._checks[key] = check()
             return result
 
+    def connection_fields(self, section: str, name: str) -> list[tuple[str, tuple[str, ...]]]:
+        """(connection id, field path) of each Airflow connection one item of ``section`` names."""
+        found = []
+        for path in CONNECTION_FIELDS.get(section, ()):
+            value = getattr(self, section)[name]
+            for key in path:
+                value = getattr(value, key, None)
+            if isinstance(value, str):
+                found.append((value, path))
+        return found
+
     def named_connections(self) -> list[tuple[str, str, Location]]:
         """(connection id, field path, where written) of every Airflow connection the YAML names."""
-        named = []
-        for section, paths in CONNECTION_FIELDS.items():
-            for name, item in sorted(getattr(self, section).items()):
-                for path in paths:
-                    value = item
-                    for key in path:
-                        value = getattr(value, key, None)
-                    if isinstance(value, str):
-                        field = ".".join((section, name, *path))
-                        named.append((value, field, self.where(section, name, *path)))
-        return named
+        return [
+            (conn_id, ".".join((section, name, *path)), self.where(section, name, *path))
+            for section in CONNECTION_FIELDS
+            for name in sorted(getattr(self, section))
+            for conn_id, path in self.connection_fields(section, name)
+        ]
 
     def lookup(self, section: str, name: str, *, field: str | None = None) -> Any:
         """An item by name, or an UnknownNameError listing the names and suggesting the closest."""

@@ -18,8 +18,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from dss_airflow.config.models import DockerExecutionConfig, KubernetesExecutionConfig
+from dss_airflow.config.quantities import docker_size_text
 from dss_airflow.config.spark import KubernetesSparkConfig, LocalSparkConfig
-from dss_airflow.errors import DSSAirflowError, PermissionDeniedError
+from dss_airflow.errors import DSSAirflowError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -87,7 +88,7 @@ def execution_configs(catalog: Catalog) -> list[dict[str, Any]]:
                     "resources": resources_of(config),
                     "allowed_groups": list(config.allowed_groups),
                     "projects": projects_allowed(catalog, section_name, name),
-                    "connections": connections(config),
+                    "connections": connections(catalog, section_name, name),
                 }
             )
     return rows
@@ -102,7 +103,7 @@ def clusters(catalog: Catalog) -> list[dict[str, Any]]:
             "host": host_of(cluster),
             "allowed_groups": list(cluster.allowed_groups),
             "projects": projects_allowed(catalog, "clusters", name),
-            "connections": connections(cluster),
+            "connections": connections(catalog, "clusters", name),
         }
         for name, cluster in sorted(catalog.clusters.items())
     ]
@@ -160,45 +161,29 @@ def resources_of(config: Any) -> dict[str, str]:
 
 def size(value: int | None) -> str | None:
     """Bytes as Docker sizes read: 512m, 2g."""
-    if value is None:
-        return None
-    for unit, factor in (("g", 2**30), ("m", 2**20), ("k", 2**10)):
-        if value >= factor and value % factor == 0:
-            return f"{value // factor}{unit}"
-    return f"{value}b"
+    return None if value is None else docker_size_text(value)
 
 
 def projects_allowed(catalog: Catalog, section_name: str, name: str) -> list[str]:
     """The projects that may use the config (the same check as at parse and run time)."""
-    from dss_airflow.config.resolve import check_permission
+    from dss_airflow.config.resolve import may_use
 
-    allowed = []
-    for project in sorted(catalog.projects):
-        try:
-            check_permission(catalog, name, project, section=section_name)
-        except PermissionDeniedError:
-            continue
-        allowed.append(project)
-    return allowed
+    return [
+        project
+        for project in sorted(catalog.projects)
+        if may_use(catalog, name, project, section=section_name)
+    ]
 
 
-def connections(config: Any) -> list[dict[str, Any]]:
-    """The Airflow connections a config names (cluster, registry login) and whether each is defined."""
-    registry = getattr(config, "registry", None)
-    names = [getattr(config, "kubernetes_conn_id", None), registry.connection_id if registry else None]
-    return [{"id": name, "defined": connection_defined(name)} for name in names if name]
+def connections(catalog: Catalog, section: str, name: str) -> list[dict[str, Any]]:
+    """The Airflow connections a config names (cluster, registry login) and whether each is defined, as
+    ``config validate --check-connections`` looks them up."""
+    from dss_airflow.cli import connection_type
 
-
-def connection_defined(conn_id: str) -> bool:
-    """Whether Airflow finds the connection (environment, secrets backends, metadata database)."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
+    return [
+        {"id": conn_id, "defined": connection_type(conn_id) is not None}
+        for conn_id, _ in catalog.connection_fields(section, name)
+    ]
 
 
 # ------------------------------------------------------------------------------- images and envs
