@@ -172,6 +172,16 @@ def usage_line(usage: Usage, limits: Limits) -> str:
     return ", ".join(parts)
 
 
+def out_of_memory_text(limit: str, config_name: str, setting: str, larger: str | None, seen: str = "") -> str:
+    """The sentence of a run killed for its memory limit, as every backend says it: the limit, what was
+    seen before the kill (``seen``: "; ..."), the setting to raise and the next larger permitted config."""
+    instead = f"use execution config {larger!r}" if larger else "use a larger config"
+    return (
+        f"the recipe ran out of memory (limit {limit} of execution config {config_name!r}{seen}): raise "
+        f"{setting} or {instead}"
+    )
+
+
 def last_reading_text(usage: Usage) -> str:
     """How a snapshot reads in an out-of-memory message."""
     after = f" after {seconds_text(usage.wall_s)} s" if usage.wall_s is not None else ""

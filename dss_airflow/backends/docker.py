@@ -32,7 +32,7 @@ from dss_airflow.config.quantities import docker_size_text
 from dss_airflow.errors import ExecutionError
 from dss_airflow.hooks.docker import docker_hook
 from dss_airflow.spec import LABEL_PREFIX, RUN_DIR, build_spec, user_ids
-from dss_airflow.usage import Usage, larger_config, last_reading_text
+from dss_airflow.usage import Usage, larger_config, last_reading_text, out_of_memory_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -271,11 +271,7 @@ def exit_cause(
                 "the recipe ran out of memory (no limit on execution config: the host's memory ran out"
                 f"{reading})"
             )
-        instead = f"use execution config {larger!r}" if larger else "use a larger config"
-        return (
-            f"the recipe ran out of memory (limit {docker_size_text(limit)} of execution config "
-            f"{config_name!r}{reading}): raise resources.memory or {instead}"
-        )
+        return out_of_memory_text(docker_size_text(limit), config_name, "resources.memory", larger, reading)
     code = state.get("ExitCode")
     if code == 137:
         return (

@@ -45,7 +45,7 @@ from dss_airflow.spec import (
     build_spec,
 )
 from dss_airflow.staging import FolderRefs, plan_inputs, plan_outputs
-from dss_airflow.usage import larger_config, size_text
+from dss_airflow.usage import larger_config, out_of_memory_text, size_text
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -533,10 +533,8 @@ class KubernetesBackend(PodBackend):
             config_name=resolved.execution_config_name,
             code_env=resolved.code_env_name,
         )
-        cause = (
-            f"the recipe ran out of memory (limit {limit} of execution config "
-            f"{resolved.execution_config_name!r}{seen}): raise resources.limits.memory or "
-            + (f"use execution config {larger!r}" if larger else "use a larger config")
+        cause = out_of_memory_text(
+            limit, resolved.execution_config_name, "resources.limits.memory", larger, seen
         )
         usage = {"peak_memory_bytes": sampled, "measured_by": "metrics.k8s.io (sampled)"} if sampled else None
         failure = ExecutionError(f"pod {name} failed: {cause}", cause=cause, out_of_memory=True)
