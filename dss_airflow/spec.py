@@ -391,7 +391,7 @@ def build_spec(
             run_dir=run.run_dir,
             outputs=run.outputs,
             secrets=run.secrets,
-            host_secrets_file=run.run_dir / SECRETS_FILE if run.secrets is not None else None,
+            host_secrets_file=Path(context["secrets_file"]) if run.secrets is not None else None,
         )
     if image is None:
         raise ValueError(f"a {layout} layout needs an image")

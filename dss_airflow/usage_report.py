@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from dss_airflow.usage import Advice, Limits, Pressure, advise, seconds_text, size_text
+from dss_airflow.usage import Advice, Limits, Pressure, Usage, advise, seconds_text, size_text
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -115,11 +115,6 @@ def _figures(records: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return [float(r[key]) for r in records if isinstance(r.get(key), int | float)]
 
 
-def _share(record: Mapping[str, Any], key: str) -> float | None:
-    value, wall = record.get(key), record.get("wall_s")
-    return value / wall if isinstance(value, int | float) and isinstance(wall, int | float) and wall else None
-
-
 def summarise(runs: Sequence[RecordedRun], catalog: Catalog) -> list[UsageSummary]:
     """One summary per (DAG, task, execution config), sorted, with the advice for its p95."""
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
@@ -133,8 +128,10 @@ def summarise(runs: Sequence[RecordedRun], catalog: Catalog) -> list[UsageSummar
         recorded_limits = latest.get("limits") or {}
         limits = Limits(recorded_limits.get("memory_bytes"), recorded_limits.get("cpus"))
         peaks, cpu = _figures(records, "peak_memory_bytes"), _figures(records, "cpu_s")
-        throttled = [s for s in (_share(r, "throttled_s") for r in records) if s is not None]
-        busy = [s for s in (_share(r, "cpu_s") for r in records) if s is not None]
+        # Each run's shares of its wall time, as one run's advice computes them.
+        pressures = [usage.pressure() for usage in map(Usage.from_reading, records) if usage is not None]
+        throttled = [p.throttled_share for p in pressures if p.throttled_share is not None]
+        busy = [p.cpu_busy for p in pressures if p.cpu_busy is not None]
         out_of_memory = sum(bool(r.get("out_of_memory")) for r in records)
         pressure = Pressure(
             int(percentile(peaks, 0.95)),

@@ -203,9 +203,7 @@ class LocalBackend(WorkerBackend):
         code, tail = stream_process(
             spec.command, env=env, logger=self.log, cwd=spec.workdir, started=self._started
         )
-        if (
-            code == -signal.SIGKILL and not self._killed
-        ):  # no limit of ours: the host's OOM killer, or kill -9
+        if code == -signal.SIGKILL and not self._killed:  # no limit of ours: the host's OOM killer, or -9
             seen = Usage.from_reading(usage_snapshot(spec))
             reading = f"; {last_reading_text(seen)}" if seen else ""
             cause = f"the recipe process was killed (SIGKILL: the host's OOM killer, or kill -9{reading})"
